@@ -1,0 +1,215 @@
+# Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of MAEST (Music Audio Efficient Spectrogram Transformer, Alonso-Jiménez et al., ISMIR 2023)."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+# Essentia's `TensorflowPredictMAEST` hop (in mel frames) for the window lengths of the published models:
+# the window is a few frames longer than the hop, so consecutive windows overlap by 1 to 6 frames.
+ESSENTIA_WINDOW_HOPS = {316: 313, 626: 625, 1256: 1250, 1876: 1875}
+
+# Mel frames per second of the front end: 16000 Hz / 256 samples per hop.
+FRAMES_PER_SECOND = 62.5
+
+
+def num_patches(num_frames: int, num_mel_bins: int, patch_size: int, frequency_stride: int, time_stride: int):
+    """Size of the patch grid that the patch embedding makes of a window.
+
+    Args:
+        num_frames (`int`): window length in mel frames.
+        num_mel_bins (`int`): mel bands per frame.
+        patch_size (`int`): side of the square patch, in bins and frames.
+        frequency_stride (`int`): patch step along the mel axis, in bins.
+        time_stride (`int`): patch step along time, in frames.
+
+    Returns:
+        `tuple[int, int]`: (frequency rows, time columns), 0 where the input is smaller than one patch.
+    """
+    frequency = (num_mel_bins - patch_size) // frequency_stride + 1 if num_mel_bins >= patch_size else 0
+    time = (num_frames - patch_size) // time_stride + 1 if num_frames >= patch_size else 0
+    return frequency, time
+
+
+@strict
+class MaestConfig(PreTrainedConfig):
+    r"""
+    Configuration of a MAEST model ([`MaestModel`], [`MaestForAudioClassification`]).
+
+    MAEST is a ViT over normalised log-mel spectrograms (96 bands, 62.5 frames per second) with PaSST-style
+    factorised positions, a CLS and a distillation token, and a LayerNorm + Linear head on their mean. The field
+    names of `ASTConfig` are kept where the meaning is the same, so the `config.json` of the published
+    `mtg-upf/discogs-maest-*` checkpoints loads into this class unchanged. Defaults describe
+    `discogs-maest-10s-fs-129e`.
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 768):
+            Width of the tokens.
+        num_hidden_layers (`int`, *optional*, defaults to 12):
+            Number of transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 12):
+            Attention heads per block; `hidden_size` must be a multiple of it (every MAEST model uses 64 per head).
+        intermediate_size (`int`, *optional*, defaults to 3072):
+            Width of the MLP inside each block.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            MLP activation, a key of `transformers.activations.ACT2FN` (`"gelu"` is the exact erf GELU).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the embeddings and on the outputs of attention and MLP, in training only.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention probabilities, in training only.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of new weights.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the LayerNorms in the blocks and of the final norm.
+        head_layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the LayerNorm of the classification head. The trained MAEST models use 1e-5 there (the
+            published AST port uses 1e-6, a small deviation from the trained model).
+        patch_size (`int`, *optional*, defaults to 16):
+            Side of the square spectrogram patches, in mel bins and in frames.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Whether the query, key and value projections have a bias.
+        frequency_stride (`int`, *optional*, defaults to 10):
+            Step between patches along the mel axis, in bins (at most `patch_size`).
+        time_stride (`int`, *optional*, defaults to 10):
+            Step between patches along time, in frames (at most `patch_size`).
+        max_length (`int`, *optional*, defaults to 626):
+            Window length in mel frames (626 frames = 10 s). It sets the size of the time position table: a window of
+            T frames has `(T - patch_size) // time_stride + 1` time patches, and a shorter window uses the first
+            positions of the table. Longer audio is analysed in windows of this length.
+        num_mel_bins (`int`, *optional*, defaults to 96):
+            Mel bands per frame of `input_values`.
+        window_hop (`int`, *optional*):
+            Step between the starts of consecutive analysis windows of long audio, in mel frames, between 1 and
+            `max_length`. `None` picks Essentia's hop for the published window lengths (316 -> 313, 626 -> 625,
+            1256 -> 1250, 1876 -> 1875) and `max_length` (no overlap) for any other length.
+        max_windows_per_batch (`int`, *optional*, defaults to 8):
+            Most windows run through the transformer in one forward pass when a batch of long audio is analysed;
+            bounds the activation memory. Does not change results.
+        inference_patchout_time (`int`, *optional*, defaults to 1):
+            Inference patchout along time: keep every n-th time column of the patch grid (columns 0, n, 2n, ...),
+            after the positions are added. 1 keeps all (off). Applies at inference and in training.
+        inference_patchout_freq (`int`, *optional*, defaults to 1):
+            Inference patchout along frequency: keep every n-th frequency row of the patch grid. 1 keeps all (off).
+
+    Inherited fields used by MAEST: `id2label` / `label2id` (the style names, in output order), `num_labels` and
+    `problem_type`: `"multi_label_classification"` (independent sigmoid score per label, as MAEST was trained;
+    also what `None` means for scoring), `"single_label_classification"` (softmax) or `"regression"`.
+    """
+
+    model_type = "maest"
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    head_layer_norm_eps: float = 1e-5
+    patch_size: int | list[int] | tuple[int, int] = 16
+    qkv_bias: bool = True
+    frequency_stride: int = 10
+    time_stride: int = 10
+    max_length: int = 626
+    num_mel_bins: int = 96
+    window_hop: int | None = None
+    max_windows_per_batch: int = 8
+    inference_patchout_time: int = 1
+    inference_patchout_freq: int = 1
+
+    def __post_init__(self, **kwargs):
+        # The published AST-layout checkpoints store patch_size as an int, older configs sometimes as a pair.
+        if isinstance(self.patch_size, (list, tuple)):
+            if len(set(self.patch_size)) != 1:
+                raise ValueError(f"MAEST uses square patches; got patch_size={self.patch_size}. Use one int.")
+            self.patch_size = int(self.patch_size[0])
+        if self.window_hop is None and isinstance(self.max_length, int):
+            self.window_hop = ESSENTIA_WINDOW_HOPS.get(self.max_length, self.max_length)
+        super().__post_init__(**kwargs)
+        # Checked here too (not only by @strict's validators) so that a bad value raises a plain ValueError.
+        self.validate_values()
+
+    def validate_values(self):
+        """Raise a `ValueError` naming the field, the value seen and the fix for any value MAEST cannot use.
+
+        Runs at construction and again before saving (huggingface_hub's `@strict` calls every `validate_*`).
+        """
+        self._validate_sizes()
+        self._validate_geometry()
+
+    def _validate_sizes(self):
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "patch_size",
+            "frequency_stride",
+            "time_stride",
+            "max_length",
+            "num_mel_bins",
+            "window_hop",
+            "max_windows_per_batch",
+            "inference_patchout_time",
+            "inference_patchout_freq",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MaestConfig.{name} must be a positive integer, got {value!r}.")
+        for name in ("layer_norm_eps", "head_layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"MaestConfig.{name} must be a positive number, got {value!r}.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"MaestConfig.{name} is a probability in [0, 1), got {value!r}.")
+
+    def _validate_geometry(self):
+        """Heads divide the width, strides fit the patch, a window holds at least one patch, hops leave no gap."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); MAEST models use hidden_size // 64 heads."
+            )
+        for name in ("frequency_stride", "time_stride"):
+            if getattr(self, name) > self.patch_size:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) is larger than patch_size ({self.patch_size}): patches would "
+                    f"skip part of the spectrogram. Use a stride of at most {self.patch_size}."
+                )
+        if self.num_mel_bins < self.patch_size:
+            raise ValueError(
+                f"num_mel_bins ({self.num_mel_bins}) is smaller than patch_size ({self.patch_size}): no patch fits."
+            )
+        if self.max_length < self.patch_size:
+            raise ValueError(
+                f"max_length ({self.max_length} frames) is shorter than one patch ({self.patch_size} frames)."
+            )
+        if self.window_hop > self.max_length:
+            raise ValueError(
+                f"window_hop ({self.window_hop} frames) is larger than the window (max_length={self.max_length}): "
+                "audio between windows would be ignored. Use a hop of at most max_length."
+            )
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ValueError(f"num_labels must be at least 1, got {self.num_labels}.")
+
+    @property
+    def num_frequency_patches(self) -> int:
+        """Frequency rows of the patch grid (9 for 96 mel bins)."""
+        return num_patches(self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride)[0]
+
+    @property
+    def num_time_positions(self) -> int:
+        """Time columns of the position table, i.e. of a full window (62 for 626 frames)."""
+        return num_patches(self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride)[1]
+
+    @property
+    def window_seconds(self) -> float:
+        """Window length in seconds at the front end's 62.5 frames per second."""
+        return self.max_length / FRAMES_PER_SECOND
+
+
+__all__ = ["MaestConfig", "num_patches", "ESSENTIA_WINDOW_HOPS", "FRAMES_PER_SECOND"]
