@@ -12,6 +12,20 @@ ESSENTIA_WINDOW_HOPS = {316: 313, 626: 625, 1256: 1250, 1876: 1875}
 # Mel frames per second of the front end: 16000 Hz / 256 samples per hop.
 FRAMES_PER_SECOND = 62.5
 
+# The eight published MAEST models (all ViT-Base: 768 wide, 12 blocks, 12 heads, 96 mel bins). `max_length` is the
+# window in mel frames, `window_hop` Essentia's hop in frames, `num_labels` the size of the Discogs style list
+# (400 or 519, whose orders differ), `time_positions` the time columns of the position table.
+MAEST_PRESETS = {
+    "discogs-maest-5s-pw-129e": {"max_length": 316, "window_hop": 313, "num_labels": 400, "time_positions": 31},
+    "discogs-maest-10s-fs-129e": {"max_length": 626, "window_hop": 625, "num_labels": 400, "time_positions": 62},
+    "discogs-maest-10s-pw-129e": {"max_length": 626, "window_hop": 625, "num_labels": 400, "time_positions": 62},
+    "discogs-maest-10s-dw-75e": {"max_length": 626, "window_hop": 625, "num_labels": 400, "time_positions": 62},
+    "discogs-maest-20s-pw-129e": {"max_length": 1256, "window_hop": 1250, "num_labels": 400, "time_positions": 125},
+    "discogs-maest-30s-pw-129e": {"max_length": 1876, "window_hop": 1875, "num_labels": 400, "time_positions": 187},
+    "discogs-maest-30s-pw-73e-ts": {"max_length": 1876, "window_hop": 1875, "num_labels": 400, "time_positions": 187},
+    "discogs-maest-30s-pw-129e-519l": {"max_length": 1876, "window_hop": 1875, "num_labels": 519, "time_positions": 187},
+}
+
 
 def num_patches(num_frames: int, num_mel_bins: int, patch_size: int, frequency_stride: int, time_stride: int):
     """Size of the patch grid that the patch embedding makes of a window.
@@ -90,6 +104,16 @@ class MaestConfig(PreTrainedConfig):
             after the positions are added. 1 keeps all (off). Applies at inference and in training.
         inference_patchout_freq (`int`, *optional*, defaults to 1):
             Inference patchout along frequency: keep every n-th frequency row of the patch grid. 1 keeps all (off).
+        train_patchout_time (`int`, *optional*, defaults to 0):
+            Training-time structured patchout (PaSST): number of random time columns of the patch grid dropped per
+            batch, in training mode only (at least one column is always kept). 0 is off.
+        train_patchout_freq (`int`, *optional*, defaults to 0):
+            Training-time structured patchout: number of random frequency rows dropped per batch, training mode only.
+        train_patchout_unstructured (`int`, *optional*, defaults to 0):
+            Training-time unstructured patchout: number of random patch tokens dropped per batch, training mode only.
+        train_random_time_offset (`bool`, *optional*, defaults to `False`):
+            In training mode, a window with fewer time patches than the position table uses positions starting at a
+            random offset (one per batch) instead of the first ones. Evaluation always uses the first positions.
 
     Inherited fields used by MAEST: `id2label` / `label2id` (the style names, in output order), `num_labels` and
     `problem_type`: `"multi_label_classification"` (independent sigmoid score per label, as MAEST was trained;
@@ -118,6 +142,10 @@ class MaestConfig(PreTrainedConfig):
     max_windows_per_batch: int = 8
     inference_patchout_time: int = 1
     inference_patchout_freq: int = 1
+    train_patchout_time: int = 0
+    train_patchout_freq: int = 0
+    train_patchout_unstructured: int = 0
+    train_random_time_offset: bool = False
 
     def __post_init__(self, **kwargs):
         # The published AST-layout checkpoints store patch_size as an int, older configs sometimes as a pair.
@@ -158,6 +186,10 @@ class MaestConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"MaestConfig.{name} must be a positive integer, got {value!r}.")
+        for name in ("train_patchout_time", "train_patchout_freq", "train_patchout_unstructured"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"MaestConfig.{name} must be an integer >= 0 (0 = off), got {value!r}.")
         for name in ("layer_norm_eps", "head_layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
             if not value > 0:
@@ -212,4 +244,4 @@ class MaestConfig(PreTrainedConfig):
         return self.max_length / FRAMES_PER_SECOND
 
 
-__all__ = ["MaestConfig", "num_patches", "ESSENTIA_WINDOW_HOPS", "FRAMES_PER_SECOND"]
+__all__ = ["MaestConfig", "num_patches", "ESSENTIA_WINDOW_HOPS", "FRAMES_PER_SECOND", "MAEST_PRESETS"]

@@ -190,18 +190,25 @@ class MaestEmbeddings(nn.Module):
                 f"holds {self.num_time_positions} (max_length={self.config.max_length} frames). Analyse longer "
                 "audio with MaestForAudioClassification or MaestModel.embed, which cut it into windows."
             )
+        config = self.config
+        offset = 0
+        if self.training and config.train_random_time_offset and num_time < self.num_time_positions:
+            offset = int(torch.randint(0, self.num_time_positions - num_time + 1, ()).item())
         table = self.position_embeddings[:, 2:].view(1, num_freq, self.num_time_positions, hidden)
-        grid = grid + table[:, :, :num_time]
+        grid = grid + table[:, :, offset : offset + num_time]
 
         column_valid = None
         if frame_lengths is not None:
-            patch, stride = self.config.patch_size, self.config.time_stride
+            patch, stride = config.patch_size, config.time_stride
             valid_columns = torch.div(frame_lengths - patch, stride, rounding_mode="floor") + 1
             column_valid = torch.arange(num_time, device=grid.device)[None, :] < valid_columns.to(grid.device)[:, None]
             if bool(column_valid.all()):
                 column_valid = None
 
         time_keep, freq_keep = self.kept_patches(num_time, drop_time_indices, drop_freq_indices)
+        if self.training:  # PaSST structured patchout: the same random rows / columns for the whole batch
+            time_keep = _random_subset(time_keep or list(range(num_time)), config.train_patchout_time) or time_keep
+            freq_keep = _random_subset(freq_keep or list(range(num_freq)), config.train_patchout_freq) or freq_keep
         if freq_keep is not None:
             grid = grid[:, freq_keep]
         if time_keep is not None:
@@ -209,15 +216,33 @@ class MaestEmbeddings(nn.Module):
             if column_valid is not None:
                 column_valid = column_valid[:, time_keep]
 
+        patches = grid.flatten(1, 2)
+        patch_mask = None
+        if column_valid is not None:
+            patch_mask = column_valid[:, None, :].expand(-1, grid.shape[1], -1).flatten(1)
+        if self.training and config.train_patchout_unstructured > 0:
+            kept = _random_subset(list(range(patches.shape[1])), config.train_patchout_unstructured)
+            if kept is not None:
+                patches = patches[:, kept]
+                patch_mask = patch_mask[:, kept] if patch_mask is not None else None
+
         special = torch.cat([self.cls_token, self.distillation_token], dim=1) + self.position_embeddings[:, :2]
-        tokens = torch.cat([special.expand(batch, -1, -1).to(grid.dtype), grid.flatten(1, 2)], dim=1)
+        tokens = torch.cat([special.expand(batch, -1, -1).to(patches.dtype), patches], dim=1)
         tokens = self.dropout(tokens)
 
         token_mask = None
-        if column_valid is not None:
-            patch_mask = column_valid[:, None, :].expand(-1, grid.shape[1], -1).flatten(1)
+        if patch_mask is not None:
             token_mask = torch.cat([patch_mask.new_ones(batch, 2), patch_mask], dim=1)
         return tokens, token_mask
+
+
+def _random_subset(indices: list[int], drop: int) -> list[int] | None:
+    """`indices` without `drop` random entries, in order (at least one kept); `None` when nothing is dropped."""
+    drop = min(drop, len(indices) - 1)
+    if drop <= 0:
+        return None
+    kept = torch.randperm(len(indices))[: len(indices) - drop].sort().values.tolist()
+    return [indices[i] for i in kept]
 
 
 def _check_indices(indices: Sequence[int] | None, size: int, name: str, what: str) -> set[int]:
@@ -591,6 +616,61 @@ class MaestModel(MaestPreTrainedModel):
             )
 
 
+    def embed(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        block: int = 6,
+        per_window: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The paper's embedding of whole tracks: CLS, distillation and the mean of the patch tokens after a block.
+
+        Each analysis window (cut as in [`MaestForAudioClassification`]) gives
+        `concat(h_cls, h_dist, mean of the patch tokens)` of the output of block `block` (0-based, before the final
+        norm; 3 x hidden_size = 2304 values for MAEST). Blocks after `block` are not run. A track's embedding is the
+        equal-weight mean of its windows' embeddings.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): tracks of any length.
+            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 for real frames.
+            block (`int`, *optional*, defaults to 6): 0-based block index (6 = the 7th block, the paper's best region
+                is the middle of the network); negative values count from the end (-1 = last block).
+            per_window (`bool`, *optional*, defaults to `False`): return every window's embedding instead of the mean.
+
+        Returns:
+            `torch.FloatTensor` `(batch, 3 * hidden_size)`; with `per_window=True` a tuple of the window embeddings
+            `(batch, windows, 3 * hidden_size)` (zeros for windows an item of a padded batch does not have) and the
+            window mask `(batch, windows)` (True where the window exists).
+        """
+        layers = self.config.num_hidden_layers
+        if isinstance(block, bool) or not isinstance(block, int) or not -layers <= block < layers:
+            raise ValueError(f"block must be an int in 0..{layers - 1} (or -{layers}..-1), got {block!r}.")
+        block = block % layers
+        lengths = self._check_input_values(input_values, attention_mask)
+        counts = [len(window_starts(n, self.config.max_length, self.config.window_hop)) for n in lengths.tolist()]
+        batch, hidden = input_values.shape[0], self.config.hidden_size
+        embeddings = None
+        for windows, window_lengths, items, positions, _ in self.iter_windows(input_values, lengths):
+            hidden_states, _, _, token_mask = self._encode(windows, window_lengths, last_block=block)
+            patches = hidden_states[:, 2:]
+            if token_mask is None:
+                patch_mean = patches.mean(dim=1)
+            else:
+                weights = token_mask[:, 2:, None].to(patches.dtype)
+                patch_mean = (patches * weights).sum(dim=1) / weights.sum(dim=1)
+            chunk = torch.cat([hidden_states[:, 0], hidden_states[:, 1], patch_mean], dim=-1)
+            if embeddings is None:
+                embeddings = chunk.new_zeros(batch, max(counts), 3 * hidden)
+            index = (torch.tensor(items, device=chunk.device), torch.tensor(positions, device=chunk.device))
+            embeddings = embeddings.index_put(index, chunk)
+        window_mask = torch.arange(max(counts), device=embeddings.device)[None, :] < torch.tensor(
+            counts, device=embeddings.device
+        )[:, None]
+        if per_window:
+            return embeddings, window_mask
+        return embeddings.sum(dim=1) / window_mask.sum(dim=1, keepdim=True).to(embeddings.dtype)
+
+
 class MaestForAudioClassification(MaestPreTrainedModel):
     """MAEST with its classification head, analysing whole tracks in windows.
 
@@ -618,6 +698,10 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         special = maest.layernorm(hidden[:, :2])
         logits = self.classifier((special[:, 0] + special[:, 1]) / 2)
         return logits, all_hidden, all_attentions
+
+    def embed(self, input_values, attention_mask=None, block: int = 6, per_window: bool = False):
+        """The paper's track embedding; see [`MaestModel.embed`]."""
+        return self.audio_spectrogram_transformer.embed(input_values, attention_mask, block, per_window)
 
     def pool_windows(self, window_logits: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
         """Track logits from window logits `(batch, windows, labels)`: the equal-weight mean in probability space.
@@ -779,6 +863,9 @@ class MaestForAudioClassification(MaestPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+_UNSET = object()
+
+
 class MaestAudioClassificationPipeline(AudioClassificationPipeline):
     """`pipeline("audio-classification", model=..., trust_remote_code=True)` for MAEST.
 
@@ -793,13 +880,23 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
         kwargs.setdefault("top_k", 5)
         super().__init__(*args, **kwargs)
 
-    def _sanitize_parameters(self, top_k=None, function_to_apply=None, sampling_rate=None, **kwargs):
-        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
-            top_k=top_k, function_to_apply=function_to_apply
-        )
+    def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, sampling_rate=None, **kwargs):
+        preprocess_params, postprocess_params = {}, {}
+        # Only an explicit top_k overrides the default of 5; top_k=None asks for every label.
+        if top_k is not _UNSET:
+            num_labels = self.model.config.num_labels
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ValueError(f"top_k must be a positive int or None (all {num_labels} labels), got {top_k!r}.")
+            postprocess_params["top_k"] = num_labels if top_k is None else min(top_k, num_labels)
+        if function_to_apply is not None:
+            if function_to_apply not in ("softmax", "sigmoid", "none"):
+                raise ValueError(
+                    f"function_to_apply must be 'sigmoid', 'softmax' or 'none', got {function_to_apply!r}."
+                )
+            postprocess_params["function_to_apply"] = function_to_apply
         if sampling_rate is not None:
             preprocess_params["sampling_rate"] = sampling_rate
-        return preprocess_params, forward_params, postprocess_params
+        return preprocess_params, {}, postprocess_params
 
     def preprocess(self, inputs, sampling_rate=None):
         if isinstance(inputs, bytes):
