@@ -422,6 +422,26 @@ class MaestPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, loading weights only from safetensors unless asked otherwise.
+
+        Pickled `pytorch_model.bin` checkpoints run code when unpickled; pass `use_safetensors=False` to load one
+        (transformers then uses `torch.load(weights_only=True)`). Folders and repo ids of the published
+        `mtg-upf/discogs-maest-*` checkpoints (transformers AST layout) load as they are.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except OSError as error:
+            if kwargs["use_safetensors"] and "safetensors" in str(error):
+                raise OSError(
+                    f"{error}\nMAEST loads weights from model.safetensors only by default. To load a pickled "
+                    "pytorch_model.bin that you trust, pass use_safetensors=False, or convert it once with "
+                    "scripts/convert_maest_checkpoint.py."
+                ) from error
+            raise
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, MaestEmbeddings):
