@@ -442,7 +442,9 @@ def _parse_wav_stream(data: bytes, path: str) -> tuple[np.ndarray, int, int]:
     raise ValueError(f"Could not decode {path!r}: ffmpeg's WAV stream has no audio data.")
 
 
-def load_audio(path: "str | os.PathLike", sampling_rate: int | None = SAMPLING_RATE) -> tuple[np.ndarray, dict]:
+def load_audio(
+    path: "str | os.PathLike | bytes", sampling_rate: int | None = SAMPLING_RATE
+) -> tuple[np.ndarray, dict]:
     """Decode an audio file with ffmpeg, downmix it to mono and resample it.
 
     Any file ffmpeg can read works (wav, flac, mp3, ogg/vorbis, opus, m4a/aac, aiff, video files
@@ -452,7 +454,8 @@ def load_audio(path: "str | os.PathLike", sampling_rate: int | None = SAMPLING_R
     it runs in a subprocess at call time.
 
     Args:
-        path (`str` or `os.PathLike`): the file to decode.
+        path (`str`, `os.PathLike` or `bytes`): the file to decode, or the encoded content of one (the bytes of
+            an mp3/flac/... file, fed to ffmpeg through a pipe).
         sampling_rate (`int`, *optional*, defaults to 16000):
             Output rate in Hz. ``None`` keeps the source rate.
 
@@ -467,11 +470,18 @@ def load_audio(path: "str | os.PathLike", sampling_rate: int | None = SAMPLING_R
         ValueError: ffmpeg cannot decode the file, or it holds no audio stream or no samples (the
             message names the file and quotes ffmpeg's last error line).
     """
-    path_str = os.fspath(path)
-    if not os.path.exists(path_str):
-        raise FileNotFoundError(2, f"Audio file not found: {path_str!r}", path_str)
-    if os.path.isdir(path_str):
-        raise ValueError(f"Expected an audio file, got the directory {path_str!r}.")
+    content = None
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        content = bytes(path)
+        if not content:
+            raise ValueError("The audio bytes are empty: pass the content of an audio file.")
+        path_str = f"<{len(content)} bytes of encoded audio>"
+    else:
+        path_str = os.fspath(path)
+        if not os.path.exists(path_str):
+            raise FileNotFoundError(2, f"Audio file not found: {path_str!r}", path_str)
+        if os.path.isdir(path_str):
+            raise ValueError(f"Expected an audio file, got the directory {path_str!r}.")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError(
@@ -480,13 +490,20 @@ def load_audio(path: "str | os.PathLike", sampling_rate: int | None = SAMPLING_R
             "or pass the decoded samples as an array with their sampling_rate."
         )
     command = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", path_str,
+        ffmpeg, "-hide_banner", "-loglevel", "error",
+        "-i", "pipe:0" if content is not None else path_str,
         "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1", "-bitexact",
         "-c:a", "pcm_f32le", "-f", "wav", "-",
     ]  # fmt: skip
     try:
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        result = subprocess.run(
+            command,
+            input=content,
+            stdin=None if content is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
     except OSError as error:
         raise RuntimeError(f"Could not run ffmpeg ({ffmpeg}) to decode {path_str!r}: {error}.") from None
     if result.returncode != 0:
@@ -603,7 +620,7 @@ def to_mono_float32(audio: Any) -> np.ndarray:
             "A batch is a list of signals (or a 3-D array given to the feature extractor)."
         )
     if array.size == 0:
-        raise ValueError(f"Audio is empty (shape {array.shape}): pass at least one sample.")
+        raise ValueError(f"Audio is empty (0 samples, shape {array.shape}): pass at least {MIN_NUM_SAMPLES} samples at 16 kHz.")
     if array.ndim == 2:
         rows, columns = array.shape
         if rows == columns:
@@ -809,6 +826,9 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
             audio, _info = load_audio(item, sampling_rate=None)
             source_rate = _info["source_sampling_rate"]
             name = f"{name} ({os.fspath(item)!r})"
+        elif isinstance(item, (bytes, bytearray)):
+            audio, _info = load_audio(item, sampling_rate=None)
+            source_rate = _info["source_sampling_rate"]
         elif isinstance(item, dict):
             key = "array" if "array" in item else "raw" if "raw" in item else None
             if key is None:
@@ -873,7 +893,7 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
             raw_audio:
                 One signal or a batch. A signal is: a 1-D array/tensor/list of floats; a 2-D
                 multi-channel array (channel axis = shorter axis, at most 64 channels); integer PCM
-                (see `to_mono_float32`); a file path (`str` / `os.PathLike`, decoded by `load_audio`);
+                (see `to_mono_float32`); a file path (`str` / `os.PathLike`) or the bytes of an encoded file (decoded by `load_audio`);
                 a ``datasets`` dict ``{"array": ..., "sampling_rate": ...}`` (or ``"raw"`` instead of
                 ``"array"``; other keys ignored); or a ``torchcodec`` ``AudioDecoder``. A batch is a
                 list/tuple of signals (a list of NUMBERS is one signal) or a 3-D array

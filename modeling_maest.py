@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -20,6 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
+from transformers.pipelines.base import Pipeline
 from transformers.utils import ModelOutput, logging
 
 
@@ -497,6 +499,9 @@ class MaestModel(MaestPreTrainedModel):
     `forward` takes one window per item (at most `config.max_length` frames). `embed` analyses whole tracks.
     """
 
+    # Loading the encoder alone from a classification checkpoint leaves its head aside, as expected.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
     def __init__(self, config: MaestConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.config = config
@@ -886,6 +891,10 @@ class MaestForAudioClassification(MaestPreTrainedModel):
 _UNSET = object()
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 class MaestAudioClassificationPipeline(AudioClassificationPipeline):
     """`pipeline("audio-classification", model=..., trust_remote_code=True)` for MAEST.
 
@@ -918,9 +927,27 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
             preprocess_params["sampling_rate"] = sampling_rate
         return preprocess_params, {}, postprocess_params
 
+    def __call__(self, inputs, **kwargs):
+        """Tag one input or a list of inputs.
+
+        Args:
+            inputs: a file path or the bytes of an encoded file (any format ffmpeg decodes); a mono or multi-channel
+                numpy array / torch tensor (any device) / list of numbers; integer PCM; a `{"array", "sampling_rate"}`
+                dict as `datasets` yields; a torchcodec `AudioDecoder`; or a list of such inputs (a batch).
+            sampling_rate (`int`, *optional*): rate in Hz of raw arrays (resampled to 16 kHz); 16 kHz is assumed,
+                with a warning, when it is missing.
+            top_k (`int` or `None`, *optional*, defaults to 5): number of labels returned, best first; `None` for all.
+            function_to_apply (`str`, *optional*): "sigmoid" (default for multi-label models such as MAEST),
+                "softmax" (default for single-label models) or "none" (raw logits).
+
+        Returns:
+            A list of `{"label": str, "score": float}`, best first (a list of those lists for a batch).
+        """
+        if isinstance(inputs, list) and inputs and all(_is_number(value) for value in inputs):
+            inputs = np.asarray(inputs, dtype=np.float64)  # a list of numbers is one signal, not a batch
+        return super().__call__(inputs, **kwargs)
+
     def preprocess(self, inputs, sampling_rate=None):
-        if isinstance(inputs, bytes):
-            raise ValueError("Pass audio files by path, or decoded audio as an array with its sampling_rate.")
         processed = self.feature_extractor(
             inputs, sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True
         )
@@ -945,11 +972,74 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
         return [{"label": id2label[i], "score": s} for s, i in zip(scores.tolist(), ids.tolist())]
 
 
+class MaestEmbeddingPipeline(Pipeline):
+    """`pipeline("feature-extraction", model=..., trust_remote_code=True)`: MAEST track embeddings without model code.
+
+    Returns the paper's embedding of each input: concat(CLS, distillation, mean of the patch tokens) after block
+    `block` (0-based, default 6 = the 7th block), 3 x hidden_size = 2304 values, averaged over the track's windows,
+    or one per window with `per_window=True`. Inputs are those of [`MaestAudioClassificationPipeline`].
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = False
+
+    def __call__(self, inputs, **kwargs):
+        """Embed one input or a list of inputs.
+
+        Args:
+            inputs: as for [`MaestAudioClassificationPipeline`] (paths, bytes, arrays, tensors, dicts, decoders).
+            block (`int`, *optional*, defaults to 6): 0-based block whose output is embedded.
+            per_window (`bool`, *optional*, defaults to `False`): one embedding per analysis window.
+            sampling_rate (`int`, *optional*): rate in Hz of raw arrays.
+            return_tensors (`bool`, *optional*, defaults to `False`): return torch tensors instead of lists.
+
+        Returns:
+            A list of 2304 floats (a tensor `(2304,)` with `return_tensors=True`); with `per_window=True` a list of
+            such lists, one per window in time order (a tensor `(windows, 2304)`).
+        """
+        if isinstance(inputs, list) and inputs and all(_is_number(value) for value in inputs):
+            inputs = np.asarray(inputs, dtype=np.float64)
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(self, block=None, per_window=None, sampling_rate=None, return_tensors=None, **kwargs):
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if sampling_rate is not None:
+            preprocess_params["sampling_rate"] = sampling_rate
+        if block is not None:
+            forward_params["block"] = block
+        if per_window is not None:
+            forward_params["per_window"] = bool(per_window)
+        if return_tensors is not None:
+            postprocess_params["return_tensors"] = bool(return_tensors)
+        return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, inputs, sampling_rate=None):
+        return self.feature_extractor(inputs, sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True)
+
+    def _forward(self, model_inputs, block=6, per_window=False):
+        input_values, attention_mask = model_inputs["input_values"], model_inputs.get("attention_mask")
+        if per_window:
+            embeddings, window_mask = self.model.embed(input_values, attention_mask, block=block, per_window=True)
+            return {"window_embeddings": embeddings, "window_mask": window_mask}
+        return {"embedding": self.model.embed(input_values, attention_mask, block=block)}
+
+    def postprocess(self, model_outputs, return_tensors=False):
+        if "window_embeddings" in model_outputs:
+            embedding = model_outputs["window_embeddings"][0][model_outputs["window_mask"][0]]
+        else:
+            embedding = model_outputs["embedding"][0]
+        embedding = embedding.float().cpu()
+        return embedding if return_tensors else embedding.tolist()
+
+
 __all__ = [
     "MaestPreTrainedModel",
     "MaestModel",
     "MaestForAudioClassification",
     "MaestAudioClassifierOutput",
     "MaestAudioClassificationPipeline",
+    "MaestEmbeddingPipeline",
     "window_starts",
 ]
