@@ -419,10 +419,11 @@ class MaestPreTrainedModel(PreTrainedModel):
     input_modalities = ("audio",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["MaestEmbeddings", "MaestLayer"]
+    # Tested kernels: "sdpa" (default; on CUDA it picks the flash / memory-efficient backends for unpadded windows)
+    # and "eager" (also used for any call with output_attentions=True).
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
