@@ -93,6 +93,10 @@ class MaestAudioClassifierOutput(ModelOutput):
         attentions (`tuple(torch.FloatTensor)`, *optional*):
             Attention probabilities of each block, `(batch, heads, tokens, tokens)`. Only for inputs of one window
             per item.
+        embedding (`torch.FloatTensor` of shape `(batch, 3 * hidden_size)`, *optional*):
+            With `embedding_block=k`: the paper's track embedding after block k (as [`MaestModel.embed`]).
+        window_embeddings (`torch.FloatTensor` of shape `(batch, windows, 3 * hidden_size)`, *optional*):
+            With `embedding_block=k`: the embedding of every window (zeros where `window_mask` is False).
     """
 
     loss: torch.FloatTensor | None = None
@@ -102,6 +106,8 @@ class MaestAudioClassifierOutput(ModelOutput):
     window_starts: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    embedding: torch.FloatTensor | None = None
+    window_embeddings: torch.FloatTensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,6 +251,14 @@ def _random_subset(indices: list[int], drop: int) -> list[int] | None:
         return None
     kept = torch.randperm(len(indices))[: len(indices) - drop].sort().values.tolist()
     return [indices[i] for i in kept]
+
+
+def _scatter_windows(target, chunk, items, positions, batch, windows):
+    """Write per-window rows `chunk` (n, ...) at (items[i], positions[i]) of a (batch, windows, ...) tensor."""
+    if target is None:
+        target = chunk.new_zeros(batch, windows, *chunk.shape[1:])
+    index = (torch.tensor(items, device=chunk.device), torch.tensor(positions, device=chunk.device))
+    return target.index_put(index, chunk)
 
 
 def _check_indices(indices: Sequence[int] | None, size: int, name: str, what: str) -> set[int]:
@@ -523,24 +537,46 @@ class MaestModel(MaestPreTrainedModel):
         last_block: int | None = None,
         drop_time_indices: Sequence[int] | None = None,
         drop_freq_indices: Sequence[int] | None = None,
+        capture_block: int | None = None,
     ):
         """Run the blocks on windows; returns (hidden after `last_block` or all blocks, hidden_states, attentions,
-        token_mask). Hidden states are before the final norm."""
+        token_mask, the paper embedding after `capture_block` or None). Hidden states are before the final norm."""
         hidden_states, token_mask = self.embeddings(input_values, frame_lengths, drop_time_indices, drop_freq_indices)
         mask = None
         if token_mask is not None:
             mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=token_mask)
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        embedding = None
         for index, layer in enumerate(self.encoder.layer):
             hidden_states, weights = layer(hidden_states, mask, output_attentions)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
             if output_attentions:
                 all_attentions = all_attentions + (weights,)
+            if index == capture_block:
+                embedding = self.paper_embedding(hidden_states, token_mask)
             if last_block is not None and index == last_block:
                 break
-        return hidden_states, all_hidden, all_attentions, token_mask
+        return hidden_states, all_hidden, all_attentions, token_mask, embedding
+
+    @staticmethod
+    def paper_embedding(hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """concat(CLS, distillation, mean of the real patch tokens) of `(windows, tokens, hidden)` -> `(windows, 3*hidden)`."""
+        patches = hidden_states[:, 2:]
+        if token_mask is None:
+            patch_mean = patches.mean(dim=1)
+        else:
+            weights = token_mask[:, 2:, None].to(patches.dtype)
+            patch_mean = (patches * weights).sum(dim=1) / weights.sum(dim=1)
+        return torch.cat([hidden_states[:, 0], hidden_states[:, 1], patch_mean], dim=-1)
+
+    def check_block(self, block) -> int:
+        """Validate a 0-based block index (negative counts from the end) and return it in 0..layers-1."""
+        layers = self.config.num_hidden_layers
+        if isinstance(block, bool) or not isinstance(block, int) or not -layers <= block < layers:
+            raise ValueError(f"block must be an int in 0..{layers - 1} (or -{layers}..-1), got {block!r}.")
+        return block % layers
 
     def forward(
         self,
@@ -590,7 +626,7 @@ class MaestModel(MaestPreTrainedModel):
                 f"window_hop={self.config.window_hop} frames."
             )
         frame_lengths = lengths if attention_mask is not None else None
-        hidden, all_hidden, all_attentions, _ = self._encode(
+        hidden, all_hidden, all_attentions, _, _ = self._encode(
             input_values, frame_lengths, output_attentions, output_hidden_states, None, drop_time_indices, drop_freq_indices
         )
         sequence_output = self.layernorm(hidden)
@@ -668,27 +704,13 @@ class MaestModel(MaestPreTrainedModel):
             `(batch, windows, 3 * hidden_size)` (zeros for windows an item of a padded batch does not have) and the
             window mask `(batch, windows)` (True where the window exists).
         """
-        layers = self.config.num_hidden_layers
-        if isinstance(block, bool) or not isinstance(block, int) or not -layers <= block < layers:
-            raise ValueError(f"block must be an int in 0..{layers - 1} (or -{layers}..-1), got {block!r}.")
-        block = block % layers
+        block = self.check_block(block)
         lengths = self._check_input_values(input_values, attention_mask)
         counts = [len(window_starts(n, self.config.max_length, self.config.window_hop)) for n in lengths.tolist()]
-        batch, hidden = input_values.shape[0], self.config.hidden_size
         embeddings = None
         for windows, window_lengths, items, positions, _ in self.iter_windows(input_values, lengths):
-            hidden_states, _, _, token_mask = self._encode(windows, window_lengths, last_block=block)
-            patches = hidden_states[:, 2:]
-            if token_mask is None:
-                patch_mean = patches.mean(dim=1)
-            else:
-                weights = token_mask[:, 2:, None].to(patches.dtype)
-                patch_mean = (patches * weights).sum(dim=1) / weights.sum(dim=1)
-            chunk = torch.cat([hidden_states[:, 0], hidden_states[:, 1], patch_mean], dim=-1)
-            if embeddings is None:
-                embeddings = chunk.new_zeros(batch, max(counts), 3 * hidden)
-            index = (torch.tensor(items, device=chunk.device), torch.tensor(positions, device=chunk.device))
-            embeddings = embeddings.index_put(index, chunk)
+            *_, chunk = self._encode(windows, window_lengths, last_block=block, capture_block=block)
+            embeddings = _scatter_windows(embeddings, chunk, items, positions, input_values.shape[0], max(counts))
         window_mask = torch.arange(max(counts), device=embeddings.device)[None, :] < torch.tensor(
             counts, device=embeddings.device
         )[:, None]
@@ -715,15 +737,17 @@ class MaestForAudioClassification(MaestPreTrainedModel):
     def get_input_embeddings(self) -> MaestPatchEmbeddings:
         return self.audio_spectrogram_transformer.get_input_embeddings()
 
-    def _window_logits(self, windows, window_lengths, output_attentions=False, output_hidden_states=False, **patchout):
+    def _window_logits(
+        self, windows, window_lengths, output_attentions=False, output_hidden_states=False, embedding_block=None, **patchout
+    ):
         maest = self.audio_spectrogram_transformer
-        hidden, all_hidden, all_attentions, _ = maest._encode(
-            windows, window_lengths, output_attentions, output_hidden_states, None, **patchout
+        hidden, all_hidden, all_attentions, _, embedding = maest._encode(
+            windows, window_lengths, output_attentions, output_hidden_states, None, capture_block=embedding_block, **patchout
         )
         # Only CLS and distillation reach the head: the final norm is applied to those two tokens alone.
         special = maest.layernorm(hidden[:, :2])
         logits = self.classifier((special[:, 0] + special[:, 1]) / 2)
-        return logits, all_hidden, all_attentions
+        return logits, all_hidden, all_attentions, embedding
 
     def embed(self, input_values, attention_mask=None, block: int = 6, per_window: bool = False):
         """The paper's track embedding; see [`MaestModel.embed`]."""
@@ -796,6 +820,7 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         return_dict: bool | None = None,
         drop_time_indices: Sequence[int] | None = None,
         drop_freq_indices: Sequence[int] | None = None,
+        embedding_block: int | None = None,
         **kwargs,
     ) -> MaestAudioClassifierOutput | tuple:
         r"""
@@ -814,6 +839,9 @@ class MaestForAudioClassification(MaestPreTrainedModel):
                 As in [`MaestModel`]; only for inputs of one window per item.
             drop_time_indices / drop_freq_indices (`list[int]`, *optional*):
                 Inference patchout of given time columns / frequency rows of every window.
+            embedding_block (`int`, *optional*):
+                Also return the paper's embedding after this block (0-based), from the same pass: `embedding`
+                (track mean) and `window_embeddings`, as [`MaestModel.embed`] computes them.
 
         Returns:
             [`MaestAudioClassifierOutput`].
@@ -826,17 +854,20 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         maest = self.audio_spectrogram_transformer
         lengths = maest._check_input_values(input_values, attention_mask)
         patchout = {"drop_time_indices": drop_time_indices, "drop_freq_indices": drop_freq_indices}
+        if embedding_block is not None:
+            patchout["embedding_block"] = maest.check_block(embedding_block)
         batch = input_values.shape[0]
 
-        all_hidden = all_attentions = None
+        all_hidden = all_attentions = window_embeddings = None
         if int(lengths.max()) <= self.config.max_length:
             # One window per item: a single pass, however large the batch (the caller chose it).
             frames = int(lengths.max())
             window_lengths = lengths if int(lengths.min()) < frames else None
-            window_logits, all_hidden, all_attentions = self._window_logits(
+            window_logits, all_hidden, all_attentions, window_embeddings = self._window_logits(
                 input_values[:, :frames], window_lengths, output_attentions, output_hidden_states, **patchout
             )
             window_logits = window_logits[:, None]
+            window_embeddings = window_embeddings[:, None] if window_embeddings is not None else None
             window_mask = torch.ones(batch, 1, dtype=torch.bool, device=window_logits.device)
             starts = torch.zeros(batch, 1, dtype=torch.long, device=window_logits.device)
         else:
@@ -851,13 +882,14 @@ class MaestForAudioClassification(MaestPreTrainedModel):
             ]
             window_logits = starts = None
             for windows, window_lengths, items, positions, chunk_starts in maest.iter_windows(input_values, lengths):
-                chunk_logits, _, _ = self._window_logits(windows, window_lengths, **patchout)
-                if window_logits is None:
-                    window_logits = chunk_logits.new_zeros(batch, max(counts), chunk_logits.shape[-1])
-                    starts = torch.zeros(batch, max(counts), dtype=torch.long, device=chunk_logits.device)
-                index = (torch.tensor(items, device=chunk_logits.device), torch.tensor(positions, device=chunk_logits.device))
-                window_logits = window_logits.index_put(index, chunk_logits)
-                starts[index] = torch.tensor(chunk_starts, device=chunk_logits.device)
+                chunk_logits, _, _, chunk_embeddings = self._window_logits(windows, window_lengths, **patchout)
+                window_logits = _scatter_windows(window_logits, chunk_logits, items, positions, batch, max(counts))
+                chunk_starts = torch.tensor(chunk_starts, device=chunk_logits.device)
+                starts = _scatter_windows(starts, chunk_starts, items, positions, batch, max(counts))
+                if chunk_embeddings is not None:
+                    window_embeddings = _scatter_windows(
+                        window_embeddings, chunk_embeddings, items, positions, batch, max(counts)
+                    )
             window_mask = torch.arange(max(counts), device=window_logits.device)[None, :] < torch.tensor(
                 counts, device=window_logits.device
             )[:, None]
@@ -867,10 +899,15 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         else:
             logits = self.pool_windows(window_logits, window_mask)
 
+        embedding = None
+        if window_embeddings is not None:
+            weights = window_mask[:, :, None].to(window_embeddings.dtype)
+            embedding = (window_embeddings * weights).sum(dim=1) / weights.sum(dim=1)
+
         loss = self.compute_loss(logits, labels) if labels is not None else None
 
         if not return_dict:
-            output = (logits, window_logits, window_mask, starts, all_hidden, all_attentions)
+            output = (logits, window_logits, window_mask, starts, all_hidden, all_attentions, embedding, window_embeddings)
             output = tuple(v for v in output if v is not None)
             return ((loss,) + output) if loss is not None else output
         return MaestAudioClassifierOutput(
@@ -881,6 +918,8 @@ class MaestForAudioClassification(MaestPreTrainedModel):
             window_starts=starts,
             hidden_states=all_hidden,
             attentions=all_attentions,
+            embedding=embedding,
+            window_embeddings=window_embeddings,
         )
 
 

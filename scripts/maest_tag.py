@@ -778,17 +778,16 @@ class Tagger:
         input_values = input_values.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
         with torch.inference_mode():
-            logits = self.model(input_values=input_values, attention_mask=attention_mask).logits
-            scores = scores_from_logits(logits, self.model.config.problem_type).cpu()
+            # One pass gives the scores and, with --embeddings, the embedding after block --layer.
+            block = self.args.layer if self.args.embeddings != "none" else None
+            output = self.model(input_values=input_values, attention_mask=attention_mask, embedding_block=block)
+            scores = scores_from_logits(output.logits, self.model.config.problem_type).cpu()
             embeddings = None
             if self.args.embeddings == "track":
-                embeddings = self.model.embed(input_values, attention_mask, block=self.args.layer).float().cpu()
-                embeddings = [embeddings[row] for row in range(len(items))]
+                track = output.embedding.float().cpu()
+                embeddings = [track[row] for row in range(len(items))]
             elif self.args.embeddings == "windows":
-                windows, window_mask = self.model.embed(
-                    input_values, attention_mask, block=self.args.layer, per_window=True
-                )
-                windows, window_mask = windows.float().cpu(), window_mask.cpu()
+                windows, window_mask = output.window_embeddings.float().cpu(), output.window_mask.cpu()
                 embeddings = [windows[row, window_mask[row]] for row in range(len(items))]
         return scores, embeddings
 

@@ -167,3 +167,20 @@ def test_classification_pipeline_defaults(classifier, flac_path):
     assert len(logits) == 3
     with pytest.raises(ValueError, match="top_k must be a positive int or None"):
         classifier(str(flac_path), top_k=0)
+
+
+def test_classifier_returns_the_embedding_from_the_same_pass():
+    model = tiny_model(seed=8)
+    lengths = [30, 76, 260]
+    x = torch.randn(len(lengths), max(lengths), 96)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    with torch.no_grad():
+        out = model(x, attention_mask=mask, embedding_block=0)
+        windows, window_mask = model.embed(x, attention_mask=mask, block=0, per_window=True)
+        torch.testing.assert_close(out.embedding, model.embed(x, attention_mask=mask, block=0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.window_embeddings, windows, atol=1e-6, rtol=0)
+        single = model(x[:1, :30], embedding_block=-1)
+        torch.testing.assert_close(single.embedding, model.embed(x[:1, :30], block=1), atol=1e-6, rtol=0)
+        assert model(x[:1, :30]).embedding is None
