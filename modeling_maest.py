@@ -432,6 +432,11 @@ class MaestPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio",)
     supports_gradient_checkpointing = True
+    # forward() takes **kwargs, which transformers.Trainer otherwise reads as "the
+    # model normalises its loss by num_items_in_batch itself": it would then neither divide the loss by the gradient
+    # accumulation steps nor leave it alone under DDP (average_tokens_across_devices multiplies it by the process
+    # count). MAEST's loss is a plain batch mean, so the Trainer must do the usual scaling.
+    accepts_loss_kwargs = False
     _no_split_modules = ["MaestEmbeddings", "MaestLayer"]
     # Tested kernels: "sdpa" (default; on CUDA it picks the flash / memory-efficient backends for unpadded windows)
     # and "eager" (also used for any call with output_attentions=True).
