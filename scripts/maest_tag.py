@@ -569,8 +569,9 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
 
     Args:
         model_name: a local folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id.
-        allow_pickle: also load a pickled ``pytorch_model.bin`` (``use_safetensors=False``; transformers reads it
-            with ``torch.load(weights_only=True)``).
+        allow_pickle: when the model has no ``model.safetensors``, also load a pickled ``pytorch_model.bin``
+            (``use_safetensors=None``: safetensors first; transformers reads the pickle with
+            ``torch.load(weights_only=True)``).
         quiet: hide the Hub's download progress bars too (transformers' weight-loading bar is always hidden).
     """
     from modeling_maest import MaestForAudioClassification
@@ -593,7 +594,7 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
         huggingface_hub.utils.enable_progress_bars()
     try:
         model = MaestForAudioClassification.from_pretrained(
-            expanded if is_path else model_name, use_safetensors=not allow_pickle
+            expanded if is_path else model_name, use_safetensors=None if allow_pickle else True
         )
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -922,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", default=DEFAULT_MODEL,
         help=f"local model folder or Hugging Face repo id (default: {DEFAULT_MODEL})")  # fmt: skip
     add("--allow-pickle", action="store_true",
-        help="also load pickled pytorch_model.bin weights (default: model.safetensors only)")  # fmt: skip
+        help="when the model has no model.safetensors, load its pickled pytorch_model.bin (with torch.load(weights_only=True)); default: model.safetensors only")  # fmt: skip
     add("--top-k", type=_top_k, default=None, metavar="K",
         help="keep the K best labels; 'all' keeps every label (default 5, or no limit with --threshold)")  # fmt: skip
     add("--threshold", type=_finite_float, default=None, metavar="T",

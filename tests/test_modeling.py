@@ -216,7 +216,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model = tiny_model(seed=1)
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
             assert model.audio_spectrogram_transformer.encoder.layer[0].gradient_checkpointing
         model(x, labels=targets).loss.backward()
         grads.append(model.audio_spectrogram_transformer.embeddings.position_embeddings.grad.clone())
