@@ -508,7 +508,8 @@ class MaestPreTrainedModel(PreTrainedModel):
                 f"Item {item} of the batch has {int(lengths[item])} mel frames, fewer than one patch "
                 f"({config.patch_size} frames, about {config.patch_size / 62.5:.3f} s of audio). Pass longer audio."
             )
-        if not bool(torch.isfinite(input_values).all()):
+        # Checked in blocks of frames: isfinite() makes temporaries the size of its input (an hour of audio: 86 MB).
+        if not all(bool(torch.isfinite(block).all()) for block in input_values.split(4096, dim=1)):
             raise ValueError("input_values contains NaN or Inf; check the audio and the feature extraction.")
         return lengths
 

@@ -281,7 +281,7 @@ def test_ten_minutes_run_in_bounded_chunks():
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource, sys, torch
+    import sys, torch
     sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
     torch.set_num_threads(1)
     from conftest import tiny_model
@@ -291,7 +291,9 @@ MEMORY_SCRIPT = textwrap.dedent(
     features = torch.randn(1, frames, 96)
     with torch.no_grad():
         model(features)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    # VmHWM: this process's own peak resident memory (ru_maxrss would carry the parent's peak across exec).
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    print(int(status["VmHWM"].split()[0]) * 1024)
     """
 )
 
@@ -305,4 +307,6 @@ def test_memory_does_not_grow_with_length_beyond_the_features():
         assert run.returncode == 0, run.stderr[-2000:]
         peaks[minutes] = int(run.stdout.strip().splitlines()[-1])
     feature_growth = (60 - 10) * 60 * 62.5 * 96 * 4  # bytes of float32 features added by 50 more minutes
-    assert peaks[60] - peaks[10] < 2 * feature_growth + 64 * 2**20, peaks
+    # Measured: the forward pass adds about 2 MB on top of the features whatever the length; running every window
+    # at once (no chunking) would add about 300 MB more for the 50 extra minutes.
+    assert peaks[60] - peaks[10] < feature_growth + 32 * 2**20, peaks
