@@ -743,10 +743,29 @@ class MaestForAudioClassification(MaestPreTrainedModel):
     def get_input_embeddings(self) -> MaestPatchEmbeddings:
         return self.audio_spectrogram_transformer.get_input_embeddings()
 
-    def _window_logits(
-        self, windows, window_lengths, output_attentions=False, output_hidden_states=False, embedding_block=None, **patchout
+    def window_forward(
+        self,
+        windows: torch.Tensor,
+        window_lengths: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        embedding_block: int | None = None,
+        **patchout,
     ):
+        """Head logits of windows, without input checks or windowing (for export and custom loops).
+
+        Args:
+            windows (`torch.FloatTensor` of shape `(n, frames, num_mel_bins)`): one window per row, 16 to
+                `config.max_length` frames, right-padded.
+            window_lengths (`torch.LongTensor` of shape `(n,)`, *optional*): real frames of each row.
+            embedding_block (`int`, *optional*): also return the paper's embedding after this block (validated).
+
+        Returns:
+            `(logits (n, num_labels), hidden_states or None, attentions or None, embedding (n, 3*hidden) or None)`.
+        """
         maest = self.audio_spectrogram_transformer
+        if embedding_block is not None:
+            embedding_block = maest.check_block(embedding_block)
         hidden, all_hidden, all_attentions, _, embedding = maest._encode(
             windows, window_lengths, output_attentions, output_hidden_states, None, capture_block=embedding_block, **patchout
         )
@@ -869,7 +888,7 @@ class MaestForAudioClassification(MaestPreTrainedModel):
             # One window per item: a single pass, however large the batch (the caller chose it).
             frames = int(lengths.max())
             window_lengths = lengths if int(lengths.min()) < frames else None
-            window_logits, all_hidden, all_attentions, window_embeddings = self._window_logits(
+            window_logits, all_hidden, all_attentions, window_embeddings = self.window_forward(
                 input_values[:, :frames], window_lengths, output_attentions, output_hidden_states, **patchout
             )
             window_logits = window_logits[:, None]
@@ -888,7 +907,7 @@ class MaestForAudioClassification(MaestPreTrainedModel):
             ]
             window_logits = starts = None
             for windows, window_lengths, items, positions, chunk_starts in maest.iter_windows(input_values, lengths):
-                chunk_logits, _, _, chunk_embeddings = self._window_logits(windows, window_lengths, **patchout)
+                chunk_logits, _, _, chunk_embeddings = self.window_forward(windows, window_lengths, **patchout)
                 window_logits = _scatter_windows(window_logits, chunk_logits, items, positions, batch, max(counts))
                 chunk_starts = torch.tensor(chunk_starts, device=chunk_logits.device)
                 starts = _scatter_windows(starts, chunk_starts, items, positions, batch, max(counts))

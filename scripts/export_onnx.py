@@ -84,7 +84,7 @@ class MaestOnnxWindow(nn.Module):
         # embedding captured after the block) without the input checks of `forward`, whose data-dependent
         # branches (`bool(isfinite(x).all())`, `int(lengths.max())`) torch.export cannot trace. `MaestOnnxRunner`
         # checks the inputs instead.
-        outputs = self.model._window_logits(input_values, None, embedding_block=self.embedding_block)
+        outputs = self.model.window_forward(input_values, None, embedding_block=self.embedding_block)
         return outputs[0], outputs[-1]
 
 
