@@ -159,6 +159,18 @@ class MaestConfig(PreTrainedConfig):
         # Checked here too (not only by @strict's validators) so that a bad value raises a plain ValueError.
         self.validate_values()
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Read a config.json; the published `mtg-upf/discogs-maest-*` ones (AST layout) are read as MAEST configs.
+
+        Their `model_type` is `"audio-spectrogram-transformer"`: it is mapped to `"maest"` (the fields are the same),
+        so loading them needs no conversion and prints no model-type warning.
+        """
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "audio-spectrogram-transformer":
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
     def validate_values(self):
         """Raise a `ValueError` naming the field, the value seen and the fix for any value MAEST cannot use.
 
