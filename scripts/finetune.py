@@ -33,7 +33,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -46,8 +45,11 @@ import torch
 
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(ROOT / "scripts")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from cli_types import non_negative_int  # noqa: E402
 
 logger = logging.getLogger("maest.finetune")
 
@@ -665,16 +667,6 @@ def _positive(name: str, kind=float):
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune.py",
@@ -722,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
     training.add_argument("--warmup-ratio", type=float, default=0.1, help="Fraction of the steps with a linear "
                           "learning-rate warm-up (then linear decay to 0), in [0, 1).")
-    training.add_argument("--early-stopping-patience", type=_non_negative_int, default=3,
+    training.add_argument("--early-stopping-patience", type=non_negative_int, default=3,
                           help="Stop after this many epochs without a better validation score (ROC-AUC for "
                           "multi-label, accuracy for single-label); 0 = never stop early.")
     training.add_argument("--seed", type=int, default=0, help="Seed of the split, the initial head, the crops and "
@@ -736,11 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     patchout = parser.add_argument_group("training-time patchout (PaSST / MAEST; training mode only, never at "
                                          "evaluation)")
-    patchout.add_argument("--patchout-time", type=_non_negative_int, default=0, help="Random time columns of the "
+    patchout.add_argument("--patchout-time", type=non_negative_int, default=0, help="Random time columns of the "
                           "patch grid dropped per batch (a column is 10 frames = 0.16 s; 62 per 10 s window).")
-    patchout.add_argument("--patchout-freq", type=_non_negative_int, default=0, help="Random frequency rows of the "
+    patchout.add_argument("--patchout-freq", type=non_negative_int, default=0, help="Random frequency rows of the "
                           "patch grid dropped per batch (of 9).")
-    patchout.add_argument("--patchout-unstructured", type=_non_negative_int, default=0, help="Random patch tokens "
+    patchout.add_argument("--patchout-unstructured", type=non_negative_int, default=0, help="Random patch tokens "
                           "dropped per batch after the structured patchout.")
     patchout.add_argument("--random-time-offset", action="store_true", help="Windows shorter than the position "
                           "table use positions from a random offset (per batch) instead of the first ones.")

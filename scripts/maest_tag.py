@@ -75,8 +75,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(ROOT / "scripts")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from cli_types import non_negative_int, positive_int  # noqa: E402
 
 
 DEFAULT_MODEL = "mtg-upf/discogs-maest-10s-fs-129e"
@@ -866,30 +869,10 @@ class Tagger:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def _top_k(text: str) -> int | str:
     if text.strip().lower() == "all":
         return "all"
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def _finite_float(text: str) -> float:
@@ -933,14 +916,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(windows, 3*hidden); float32 .npy files in OUTPUT.embeddings/ (default: none)")  # fmt: skip
     add("--layer", type=int, default=6, metavar="BLOCK",
         help="0-based block whose output gives the embedding (default 6: the 7th of MAEST's 12 blocks)")  # fmt: skip
-    add("--hop", type=_positive_int, default=None, metavar="FRAMES",
+    add("--hop", type=positive_int, default=None, metavar="FRAMES",
         help="hop between analysis windows in mel frames (62.5 frames per second), 1..max_length (default: the "
         "model's window_hop, 625 for the 10 s models)")  # fmt: skip
-    add("--batch-size", type=_positive_int, default=8, metavar="N",
+    add("--batch-size", type=positive_int, default=8, metavar="N",
         help="tracks per model call (default 8); their windows run in chunks of --windows-per-batch")  # fmt: skip
-    add("--windows-per-batch", type=_positive_int, default=None, metavar="N",
+    add("--windows-per-batch", type=positive_int, default=None, metavar="N",
         help="windows per forward pass (default: the model's max_windows_per_batch, 8); raise it on a GPU")
-    add("--num-workers", type=_non_negative_int, default=None, metavar="N",
+    add("--num-workers", type=non_negative_int, default=None, metavar="N",
         help="decoding processes per rank (default: CPUs per process on this node - 1, between 1 and 4; 0 decodes in "
         "the main process)")  # fmt: skip
     add("--device", default="auto",

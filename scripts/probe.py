@@ -47,11 +47,11 @@ for _path in (str(ROOT), str(SCRIPTS)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from cli_types import non_negative_int  # noqa: E402
 from finetune import (  # noqa: E402
     BEST_METRIC,
     DEFAULT_MODEL,
     _atomic_save_npy,
-    _non_negative_int,
     _positive,
     _resolve_device,
     classification_metrics,
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=_positive("--batch-size", int), default=64, help="Embeddings per step.")
     parser.add_argument("--learning-rate", type=_positive("--learning-rate"), default=1e-3, help="Adam learning rate.")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam L2 weight decay.")
-    parser.add_argument("--patience", type=_non_negative_int, default=20, help="Stop after this many epochs without "
+    parser.add_argument("--patience", type=non_negative_int, default=20, help="Stop after this many epochs without "
                         "a better validation score; 0 = run all --epochs.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the probe's initial weights and "
                         "the batch order.")

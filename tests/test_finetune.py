@@ -13,7 +13,7 @@ from hub_utils import CODE_FILES, save_tiny_repo
 from labelled_clips import cut_clips, multi_label_sets, write_csv, write_wav
 
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
-from modeling_maest import MaestForAudioClassification, MaestModel, window_starts
+from modeling_maest import MaestForAudioClassification
 
 
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -2,7 +2,6 @@
 safe loading and bounded memory on long input."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
