@@ -1,4 +1,4 @@
-"""argparse value types shared by the command-line scripts: the error names the value seen and what is expected."""
+"""Shared command-line helpers of the scripts: argparse value types and the error-to-exit-status wrapper."""
 
 import argparse
 
@@ -22,3 +22,16 @@ def _int_at_least(text: str, minimum: int) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def run_main(main, argv, prog: str) -> int:
+    """Run a script's `main(argv)`; bad input (ValueError, FileNotFoundError) prints one line
+    `PROG: error: ...` to stderr and gives exit status 2, success gives 0."""
+    import sys
+
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

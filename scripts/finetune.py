@@ -49,7 +49,7 @@ for _path in (str(ROOT), str(ROOT / "scripts")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from cli_types import non_negative_int  # noqa: E402
+from cli_types import non_negative_int, run_main  # noqa: E402
 
 logger = logging.getLogger("maest.finetune")
 
@@ -903,12 +903,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: bad input prints one line `finetune.py: error: ...` and exits with status 2."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"finetune.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(main, argv, "finetune.py")
 
 
 if __name__ == "__main__":
