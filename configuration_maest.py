@@ -12,6 +12,28 @@ ESSENTIA_WINDOW_HOPS = {316: 313, 626: 625, 1256: 1250, 1876: 1875}
 # Mel frames per second of the front end: 16000 Hz / 256 samples per hop.
 FRAMES_PER_SECOND = 62.5
 
+# The remote-code files of a MAEST model folder: save_pretrained, the converter and fine-tuning copy exactly these.
+MAEST_CODE_FILES = ("configuration_maest.py", "modeling_maest.py", "feature_extraction_maest.py")
+
+# `auto_map` of config.json and preprocessor_config.json: the Auto classes that load this code with
+# `trust_remote_code=True`.
+MAEST_AUTO_MAP = {
+    "AutoConfig": "configuration_maest.MaestConfig",
+    "AutoModel": "modeling_maest.MaestModel",
+    "AutoModelForAudioClassification": "modeling_maest.MaestForAudioClassification",
+}
+MAEST_FEATURE_EXTRACTOR_AUTO_MAP = {"AutoFeatureExtractor": "feature_extraction_maest.MaestFeatureExtractor"}
+
+# `custom_pipelines` of config.json: `pipeline("audio-classification")` tags, `pipeline("feature-extraction")` embeds.
+MAEST_CUSTOM_PIPELINES = {
+    "audio-classification": {
+        "impl": "modeling_maest.MaestAudioClassificationPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "type": "audio",
+    },
+    "feature-extraction": {"impl": "modeling_maest.MaestEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"},
+}
+
 # The eight published MAEST models (all ViT-Base: 768 wide, 12 blocks, 12 heads, 96 mel bins). `max_length` is the
 # window in mel frames, `window_hop` Essentia's hop in frames, `num_labels` the size of the Discogs style list
 # (400 or 519, whose orders differ), `time_positions` the time columns of the position table.

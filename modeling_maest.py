@@ -68,6 +68,31 @@ def window_starts(num_frames: int, window_length: int, hop: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def pool_window_logits(
+    window_logits: torch.Tensor, window_mask: torch.Tensor, problem_type: str | None = None
+) -> torch.Tensor:
+    """Track logits `(batch, labels)` from window logits `(batch, windows, labels)`: the equal-weight mean in
+    probability space over the windows where `window_mask` `(batch, windows)` is True.
+
+    This is the one definition of MAEST's track score; the model, the ONNX runner and the tagger all call it.
+    Multi-label (and `problem_type=None`, MAEST's own setting): `log(mean p) - log(mean (1 - p))` with
+    `p = sigmoid(window_logits)`, computed with log-sum-exp so that `sigmoid` of the result is the mean
+    probability without overflow. `"single_label_classification"`: `log(mean softmax)`. `"regression"`: the mean.
+    """
+    logits = window_logits.float()
+    mask = window_mask[:, :, None]
+    if problem_type == "regression":
+        total = torch.where(mask, logits, torch.zeros_like(logits)).sum(dim=1)
+        return total / window_mask.sum(dim=1, keepdim=True)
+    if problem_type == "single_label_classification":
+        log_probs = torch.where(mask, torch.log_softmax(logits, dim=-1), -math.inf)
+        count = window_mask.sum(dim=1, keepdim=True).float()
+        return torch.logsumexp(log_probs, dim=1) - torch.log(count)
+    positive = torch.where(mask, nn.functional.logsigmoid(logits), -math.inf)
+    negative = torch.where(mask, nn.functional.logsigmoid(-logits), -math.inf)
+    return torch.logsumexp(positive, dim=1) - torch.logsumexp(negative, dim=1)
+
+
 @dataclass
 class MaestAudioClassifierOutput(ModelOutput):
     """Output of [`MaestForAudioClassification`].
@@ -779,25 +804,8 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         return self.audio_spectrogram_transformer.embed(input_values, attention_mask, block, per_window)
 
     def pool_windows(self, window_logits: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
-        """Track logits from window logits `(batch, windows, labels)`: the equal-weight mean in probability space.
-
-        Multi-label (and `problem_type=None`, MAEST's own setting): `log(mean p) - log(mean (1 - p))` with
-        `p = sigmoid(window_logits)`, computed with log-sum-exp so that `sigmoid` of the result is the mean
-        probability without overflow. Single-label: `log(mean softmax)`. Regression: the mean.
-        """
-        logits = window_logits.float()
-        mask = window_mask[:, :, None]
-        problem_type = self.config.problem_type
-        if problem_type == "regression":
-            total = torch.where(mask, logits, torch.zeros_like(logits)).sum(dim=1)
-            return total / window_mask.sum(dim=1, keepdim=True)
-        if problem_type == "single_label_classification":
-            log_probs = torch.where(mask, torch.log_softmax(logits, dim=-1), -math.inf)
-            count = window_mask.sum(dim=1, keepdim=True).float()
-            return torch.logsumexp(log_probs, dim=1) - torch.log(count)
-        positive = torch.where(mask, nn.functional.logsigmoid(logits), -math.inf)
-        negative = torch.where(mask, nn.functional.logsigmoid(-logits), -math.inf)
-        return torch.logsumexp(positive, dim=1) - torch.logsumexp(negative, dim=1)
+        """Track logits from window logits by this model's `problem_type`; see [`pool_window_logits`]."""
+        return pool_window_logits(window_logits, window_mask, self.config.problem_type)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of track logits `(batch, num_labels)` by `config.problem_type`.
