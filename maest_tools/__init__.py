@@ -1,0 +1,1 @@
+"""MAEST tools: tagging, conversion, fine-tuning, probing, export and music-library helpers."""
