@@ -489,13 +489,14 @@ def _atomic_write(target: str, audio, before: dict, after: dict, touch: bool) ->
             raise TagWriteError(target, "verification failed: the audio stream parameters changed")
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(temporary, stat.S_IMODE(info.st_mode))
         try:
             os.chown(temporary, info.st_uid, info.st_gid)
         except OSError:
             pass  # only root may give a file away; an ordinary user's file is theirs already.
-        if not touch:
-            os.utime(temporary, ns=(info.st_atime_ns, info.st_mtime_ns))
+        # Permission bits, extended attributes and access/modification times of the original.
+        shutil.copystat(target, temporary)
+        if touch:
+            os.utime(temporary)
         os.replace(temporary, target)
     except BaseException as error:
         try:
