@@ -84,8 +84,11 @@ def main(argv=None) -> int:
             shutil.rmtree(work)
 
     summary = {
-        name: {"median_s": statistics.median(runs), "runs_s": runs, "ms_per_file": 1000 * statistics.median(runs) / args.files,
-               "files_per_s": args.files / statistics.median(runs)}
+        name: {
+            "median_s": statistics.median(runs), "runs_s": runs,
+            "ms_per_file": 1000 * statistics.median(runs) / args.files,
+            "files_per_s": args.files / statistics.median(runs),
+        }
         for name, runs in results.items()
     }
     record = {
@@ -99,8 +102,9 @@ def main(argv=None) -> int:
     base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         f"# Writing MAEST tags into files ({args.label})", "",
-        f"{args.files} files of {args.seconds:g} s ({', '.join(formats)} in turn; mean {record['mean_file_bytes'] / 1e6:.2f} MB), "
-        f"median of {args.repeats} passes, no model. Load average at the end: {record['machine']['loadavg'][0]:.2f}.", "",
+        f"{args.files} files of {args.seconds:g} s ({', '.join(formats)} in turn; "
+        f"mean {record['mean_file_bytes'] / 1e6:.2f} MB), median of {args.repeats} passes, no model. "
+        f"Load average at the end: {record['machine']['loadavg'][0]:.2f}.", "",
         "| pass | total (s) | ms per file | files per s |", "|---|---|---|---|",
     ]
     for name, row in summary.items():

@@ -58,7 +58,6 @@ Safety
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -504,7 +503,8 @@ def _atomic_write(target: str, audio, before: dict, after: dict, touch: bool) ->
         except OSError:
             pass
         if isinstance(error, Exception) and not isinstance(error, TagWriteError):
-            raise TagWriteError(target, f"writing failed ({type(error).__name__}: {error}); the file is unchanged") from error
+            reason = f"writing failed ({type(error).__name__}: {error}); the file is unchanged"
+            raise TagWriteError(target, reason) from error
         raise
     _fsync_folder(folder)
 

@@ -19,7 +19,9 @@ import numpy as np
 from configuration_maest import FRAMES_PER_SECOND
 
 
-def select_labels(scores, labels: Sequence[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
+def select_labels(
+    scores, labels: Sequence[str], top_k: int | None = None, threshold: float | None = None
+) -> list[dict]:
     """``[{"label", "score"}, ...]`` best first (ties: lower label index first).
 
     Args:

@@ -27,7 +27,9 @@ USER_TAGS = {"title": "Digital Pursuit", "artist": "Nexuiz Team", "album": "Test
 
 def tiny_png(path: Path, width: int = 8, height: int = 8) -> bytes:
     """A small red-green gradient PNG, written by hand (no imaging library needed)."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 30 % 256, y * 30 % 256, 90)) for y in range(height))
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 30 % 256, y * 30 % 256, 90)) for y in range(height)
+    )
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -98,8 +100,10 @@ def all_tags(path) -> dict:
             result[key] = [hashlib.sha256(bytes(v)).hexdigest() for v in value]
         elif hasattr(value, "text"):
             result[key] = [str(t) for t in value.text]
+        elif isinstance(value, list):
+            result[key] = [bytes(v).hex() if isinstance(v, bytes) else str(v) for v in value]
         else:
-            result[key] = [bytes(v).hex() if isinstance(v, bytes) else str(v) for v in value] if isinstance(value, list) else repr(value)
+            result[key] = repr(value)
     for picture in getattr(audio, "pictures", []):  # FLAC picture blocks
         result["flac-picture"] = hashlib.sha256(picture.data).hexdigest()
     return result

@@ -124,7 +124,8 @@ def test_window_times(frames, length, hop):
     for start, (start_s, end_s) in zip(starts, times):
         assert start_s == start / 62.5
         assert end_s == min(start + length, frames) / 62.5
-    assert times[0][0] == 0.0 and times[-1][1] == pytest.approx(frames / FRAMES_PER_SECOND)  # the last window ends at the end
+    # The first window starts at 0, the last one ends at the end of the track.
+    assert times[0][0] == 0.0 and times[-1][1] == pytest.approx(frames / FRAMES_PER_SECOND)
 
 
 def test_window_times_bad_input():
