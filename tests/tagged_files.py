@@ -46,7 +46,8 @@ def make_file(folder: Path, name: str, fmt: str, seconds: float = 3.0, cover: bo
     user's own tags (title, artist, album and a genre) and, where asked, an embedded cover picture."""
     extension, codec, ffmpeg_cover = FORMATS[fmt]
     out = folder / f"{name}{extension}"
-    command = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-ss", str(offset), "-t", str(seconds), "-i", str(SOURCE)]
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-ss", str(offset), "-t", str(seconds)]
+    command += ["-i", str(SOURCE)]  # looped, so that files longer than the 30 s clip can be made
     png = folder / f".{name}-cover.png"
     if cover and ffmpeg_cover:
         tiny_png(png)
