@@ -107,7 +107,8 @@ class MaestTags:
 
     Args:
         styles: ``[(label, score), ...]`` best first; labels are the model's ``Genre---Style`` names, scores in
-            [0, 1] (written with 4 decimals). Usually the tagger's top-k / threshold selection.
+            [0, 1] (written with 4 decimals). Usually the tagger's top-k / threshold selection; may be empty (no
+            style passed the threshold): then only the model and version fields are written.
         genres: ``[(genre, score), ...]`` best first (`maest_tools.genres.genre_scores`), may be empty.
         model: the model's Hub repo id or folder name.
         model_revision: its revision (commit) or weights hash; ``None`` if unknown (the field is then not written).

@@ -391,3 +391,20 @@ def test_extended_attributes_and_owner_kept(fresh):
     write_tags(path, TAGS)
     assert os.getxattr(path, "user.maest.test") == b"kept"
     assert (path.stat().st_uid, path.stat().st_gid) == owner
+
+
+def test_disk_full_while_the_tags_grow_leaves_the_file_whole(small_tmpfs):
+    """The temporary copy fits but the larger tags do not: the failure happens inside mutagen's save."""
+    labels = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    big = MaestTags(styles=[(label, 0.5) for label in labels], model="m", tool_version="t")  # ~25 KB of tags
+    path = make_file(small_tmpfs, "song", "flac", seconds=2.0, cover=False)
+    page = 4096
+    room = shutil.disk_usage(small_tmpfs).free - -(-path.stat().st_size // page) * page  # after the copy
+    assert room > 3 * page, "the tmpfs is too small for this test"
+    (small_tmpfs / "filler").write_bytes(b"\0" * (room - 2 * page))
+    before, digest, pcm = all_tags(path), sha256(path), decoded_pcm(path)
+    with pytest.raises(TagWriteError, match="space|writing") as caught:
+        write_tags(path, big)
+    assert "temporary copy" not in str(caught.value)  # the copy was made: the failure came later
+    assert sha256(path) == digest and all_tags(path) == before and decoded_pcm(path) == pcm
+    assert not [p for p in small_tmpfs.iterdir() if is_temporary_file(p)]
