@@ -30,6 +30,15 @@ def _label_text(label: str) -> str:
     return "\n".join(lines)
 
 
+# Steps of the time axis in seconds: round clock values (seconds, minutes, quarter hours...).
+TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+
+
+def _time_step(duration: float, most_ticks: int = 10) -> int:
+    """The smallest step of `TIME_STEPS` that puts at most `most_ticks` intervals on `duration` seconds."""
+    return next((step for step in TIME_STEPS if duration / step <= most_ticks), TIME_STEPS[-1])
+
+
 def timeline_figure(
     window_probs,
     window_times: Sequence[tuple[float, float]],
@@ -52,12 +61,12 @@ def timeline_figure(
     Returns:
         `matplotlib.figure.Figure` with an Agg canvas: heatmap rows = the `top_k` styles of the track, columns =
         windows in time (each window drawn from its start to the next window's start, the last one to the end of the
-        track, so overlapping windows tile the track), time in m:ss (h:mm:ss from one hour), the colour scale 0-1,
+        track, so overlapping windows tile the track), time in m:ss (h:mm:ss from one hour) at round steps (seconds, minutes, quarter hours...), the colour scale 0-1,
         and the track scores as horizontal bars on the right.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     probs = np.asarray(window_probs, dtype=np.float64)
     scores = np.asarray(track_scores, dtype=np.float64)
@@ -95,8 +104,8 @@ def timeline_figure(
     heat.set_ylim(len(rows), 0)
     heat.set_yticks(np.arange(len(rows)) + 0.5, [_label_text(labels[r]) for r in rows], fontsize=8)
     heat.set_xlim(0, duration)
-    heat.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 3, 5, 6, 10]))
-    heat.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: format_time(seconds, long)))
+    heat.xaxis.set_major_locator(MultipleLocator(_time_step(duration)))
+    heat.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: format_time(seconds, long) if seconds >= 0 else ""))
     heat.set_xlabel("time (h:mm:ss)" if long else "time (m:ss)")
     heat.set_title(f"top {len(rows)} styles over time ({len(times)} window{'s' if len(times) != 1 else ''})",
                    fontsize=9)

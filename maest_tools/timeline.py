@@ -122,6 +122,8 @@ def timeline(
 
 def format_time(seconds: float, long: bool | None = None) -> str:
     """``m:ss`` (or ``h:mm:ss`` when `long`, by default when ``seconds >= 3600``), rounded down to the second."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a time must be a finite number of seconds >= 0, got {seconds!r}")
     total = int(math.floor(seconds + 1e-9))
     if long is None:
         long = total >= 3600

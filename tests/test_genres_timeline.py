@@ -155,3 +155,5 @@ def test_format_time():
     assert format_time(0) == "0:00" and format_time(59.99) == "0:59" and format_time(61) == "1:01"
     assert format_time(3599) == "59:59" and format_time(3600) == "1:00:00" and format_time(3725) == "1:02:05"
     assert format_time(65, long=True) == "0:01:05"
+    with pytest.raises(ValueError, match=">= 0"):
+        format_time(-1)
