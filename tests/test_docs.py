@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_AUDIO, tiny_config_kwargs
+from conftest import ROOT, TEST_AUDIO
 
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
