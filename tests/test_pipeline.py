@@ -83,9 +83,16 @@ def test_padded_batch_window_logits_are_marked(repo, tracks):
     assert features["input_values"].shape[0] == len(tracks)
     with torch.no_grad():
         out = model(**features)
-    counts = [len(window_starts(num_frames(len(t)), 626, 625)) for t in tracks]
+    config = model.config
+    expected_starts = [window_starts(num_frames(len(t)), config.max_length, config.window_hop) for t in tracks]
+    counts = [len(starts) for starts in expected_starts]
     assert out.window_mask.sum(1).tolist() == counts
-    assert counts[0] == 25 and counts[2] == 2 and counts[-1] == 1  # the 4-minute track: 24 + end-aligned tail
+    # The long track spans several windows (how many depends on which clip is at hand), the 12 s clip two, the
+    # shortest one.
+    assert counts[0] > 2 and counts[2] == 2 and counts[-1] == 1
+    for i, starts in enumerate(expected_starts):
+        assert out.window_starts[i, : counts[i]].tolist() == starts
+        assert starts[-1] + min(config.max_length, num_frames(len(tracks[i]))) == num_frames(len(tracks[i]))
     for i, track in enumerate(tracks):
         with torch.no_grad():
             alone = model(**extractor(track, sampling_rate=16000, return_tensors="pt"))
