@@ -185,7 +185,7 @@ def test_any_input_in_any_batch_gives_the_same_result(length, amplitude, dtype, 
     signal = make_signal(length, amplitude, dtype, layout, seed)
     companion = make_signal(int(companion_seconds * rate), 0.3, "float32", "mono", seed + 1)
     try:
-        alone = EXTRACTOR(signal, sampling_rate=rate, return_tensors="pt")
+        alone = EXTRACTOR([signal], sampling_rate=rate, return_tensors="pt")
     except ValueError as error:  # resampling to 16 kHz can leave less than one patch: a clear error, nothing else
         assert "too short" in str(error) and length * 16000 / rate < 3585 + 2
         return
