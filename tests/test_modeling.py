@@ -431,3 +431,47 @@ def test_patchout_with_padded_training_batch():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Defaults and attention masks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers, middle", [(2, 1), (5, 2)])
+def test_embedding_block_defaults_to_the_middle_block(layers, middle):
+    model = tiny_model(num_hidden_layers=layers)
+    maest = model.audio_spectrogram_transformer
+    x = spectrogram(2, 76, seed=8)
+    with torch.no_grad():
+        # The paper's embedding after block `middle`, from the hidden states of a plain forward (index 0 = embeddings).
+        hidden = maest(x, output_hidden_states=True).hidden_states[middle + 1]
+        expected = torch.cat([hidden[:, 0], hidden[:, 1], hidden[:, 2:].mean(dim=1)], dim=-1)
+        torch.testing.assert_close(maest.embed(x), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model.embed(x), expected, atol=1e-6, rtol=0)
+        long = spectrogram(1, 200, seed=9)
+        torch.testing.assert_close(model.embed(long), model.embed(long, block=middle), atol=0, rtol=0)
+
+
+def test_attention_mask_must_be_right_padding():
+    model = tiny_model()
+    x = spectrogram(2, 60, seed=10)
+    right = torch.ones(2, 60, dtype=torch.long)
+    right[1, 40:] = 0
+    left = right.flip(1)
+    with pytest.raises(ValueError, match=r"item 1 is not right padding.*first 1 is at frame 20.*right padding only"):
+        model(x, attention_mask=left)
+    holes = torch.ones(2, 60, dtype=torch.long)
+    holes[0, 30:35] = 0
+    with pytest.raises(ValueError, match=r"item 0 is not right padding.*put each item's frames first"):
+        model.audio_spectrogram_transformer(x, attention_mask=holes)
+    with pytest.raises(ValueError, match=r"item 0 is not right padding"):
+        model.embed(x, attention_mask=holes)
+    with torch.no_grad():
+        # Right padding, as a torch mask, a bool mask or a numpy array, is the items alone.
+        padded = model(x, attention_mask=right).logits
+        torch.testing.assert_close(padded[1], model(x[1:, :40]).logits[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(x, attention_mask=right.bool()).logits, padded, atol=0, rtol=0)
+        torch.testing.assert_close(model(x, attention_mask=right.numpy()).logits, padded, atol=0, rtol=0)
+    with pytest.raises(TypeError, match=r"attention_mask must be a torch.Tensor or numpy array.*list"):
+        model(x, attention_mask=right.tolist())

@@ -154,6 +154,19 @@ def test_embedding_pipeline_equals_model_embed(embedder, repo, tracks, flac_path
         np.testing.assert_allclose(result, reference.numpy(), atol=1e-5)
     windows = embedder(str(flac_path), block=1, per_window=True, return_tensors=True)
     assert windows.shape == (3, 96)  # 30 s: three 10 s windows
+    # Without `block`, the middle block of the model at hand: num_hidden_layers // 2 = 1 for the 2-block tiny model.
+    assert model.config.num_hidden_layers == 2
+    np.testing.assert_allclose(embedder({"array": tracks[1], "sampling_rate": 16000}), expected[0].numpy(), atol=1e-5)
+
+
+def test_pipelines_read_a_single_2d_array_as_one_multichannel_signal(classifier, embedder, tracks):
+    mono = tracks[3]
+    stereo = np.stack([mono, 0.5 * mono])  # downmixed as the mean: 0.75 * mono
+    for layout in (stereo, stereo.T, torch.from_numpy(stereo)):
+        result = classifier(layout, sampling_rate=16000, top_k=None)
+        reference = classifier(0.75 * mono, sampling_rate=16000, top_k=None)
+        np.testing.assert_allclose([r["score"] for r in result], [r["score"] for r in reference], atol=1e-6)
+        np.testing.assert_allclose(embedder(layout, sampling_rate=16000), embedder(0.75 * mono, sampling_rate=16000), atol=1e-5)
 
 
 def test_inference_patchout_cuts_tokens_n_fold():
