@@ -231,7 +231,7 @@ class MaestPatchEmbeddings(nn.Module):
         # (batch, frames, mel) -> (batch, 1, mel, frames): frequency is the image height, time its width.
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)
         grid = self.projection(spectrogram.to(self.projection.weight.dtype))
-        return grid.permute(0, 2, 3, 1)
+        return grid.permute(0, 2, 3, 1).contiguous()
 
 
 class MaestEmbeddings(nn.Module):
@@ -303,7 +303,10 @@ class MaestEmbeddings(nn.Module):
         if self.training and config.train_random_time_offset and num_time < self.num_time_positions:
             offset = int(torch.randint(0, self.num_time_positions - num_time + 1, ()).item())
         table = self.position_embeddings[:, 2:].view(1, num_freq, self.num_time_positions, hidden)
-        grid = grid + table[:, :, offset : offset + num_time]
+        # index_select rather than a slice: the slice of the table is a strided view whose layout torch.export
+        # would check for a symbolic number of columns, fixing the window length of an exported model.
+        columns = torch.arange(offset, offset + num_time, device=grid.device)
+        grid = grid + table.index_select(2, columns)
 
         column_valid = None
         if frame_lengths is not None:
@@ -324,7 +327,9 @@ class MaestEmbeddings(nn.Module):
             if column_valid is not None:
                 column_valid = column_valid[:, time_keep]
 
-        patches = grid.flatten(1, 2)
+        # Frequency-major patch order (row f, column t -> f * T + t). Concatenating the rows, rather than flattening
+        # the grid, keeps the number of time columns symbolic when torch.export traces the model.
+        patches = torch.cat(grid.unbind(1), dim=1)
         patch_mask = None
         if column_valid is not None:
             patch_mask = column_valid[:, None, :].expand(-1, grid.shape[1], -1).flatten(1)
