@@ -227,8 +227,8 @@ def to_mono_float32(audio: Any) -> np.ndarray:
 
     This function takes ONE signal, so a 2-D array here is one multi-channel signal (the feature
     extractor reads a bare 2-D array as a batch of mono signals and a 2-D item of a list as one
-    multi-channel signal, which it hands to this function). The channel axis is the SHORTER axis, so both ``(channels, samples)`` and ``(samples, channels)``
-    work; it may have at most 64 entries, and a square array is refused as ambiguous. Channels are
+    multi-channel signal, which it hands to this function). The channel axis is the SHORTER axis,
+    so both ``(channels, samples)`` and ``(samples, channels)`` work; it may have at most 64 entries, and a square array is refused as ambiguous. Channels are
     downmixed as their mean.
 
     Args:

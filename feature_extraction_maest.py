@@ -35,27 +35,11 @@ from transformers.utils import logging
 
 
 try:  # loaded as Hugging Face remote code (a package)
-    from .audio_maest import (
-        SAMPLING_RATE,
-        check_finite,
-        check_sampling_rate,
-        is_number,
-        load_audio,
-        load_input,
-        resample,
-        to_mono_float32,
-    )
+    from .audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
+    from .audio_maest import load_audio, resample  # re-exported: `from feature_extraction_maest import load_audio`
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from audio_maest import (
-        SAMPLING_RATE,
-        check_finite,
-        check_sampling_rate,
-        is_number,
-        load_audio,
-        load_input,
-        resample,
-        to_mono_float32,
-    )
+    from audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
+    from audio_maest import load_audio, resample
 
 logger = logging.get_logger(__name__)
 
@@ -528,7 +512,8 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
                 # transformers' convention: the first axis of a 2-D (or 3-D) array is the batch. One multi-channel
                 # signal is passed as an item of a list: [stereo].
                 if raw_audio.shape[0] == 0:
-                    raise ValueError(f"Got an empty batch ({raw_audio.ndim}-D array of shape {tuple(raw_audio.shape)}).")
+                    shape = tuple(raw_audio.shape)
+                    raise ValueError(f"Got an empty batch ({raw_audio.ndim}-D array of shape {shape}).")
                 return list(raw_audio)
         return [raw_audio]
 

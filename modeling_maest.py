@@ -186,7 +186,7 @@ class MaestAudioClassifierOutput(ModelOutput):
         window_mask (`torch.BoolTensor` of shape `(batch, windows)`):
             True for the windows that exist.
         window_starts (`torch.LongTensor` of shape `(batch, windows)`):
-            First mel frame of each window (divide by 62.5 for seconds); 0 for missing windows.
+            First mel frame of each window (divide by `FRAMES_PER_SECOND` = 62.5 for seconds); 0 for missing windows.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Per-token hidden states (embeddings output, then the output of each block, before the final norm), each
             `(batch, tokens, hidden_size)`. Only for inputs of one window per item.
