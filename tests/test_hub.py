@@ -127,6 +127,7 @@ def manual_track_scores(model, extractor, audio):
     return torch.stack(probabilities).mean(0), frames
 
 
+@pytest.mark.slow
 def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, ogg_path):
     hub_cache = tmp_path / "hub"
     place_in_hub_cache(repo, hub_cache, REPO_ID)

@@ -233,6 +233,7 @@ IMPORT_AUDIT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_importing_the_remote_code_spawns_nothing_and_writes_nothing():
     run = subprocess.run([sys.executable, "-c", IMPORT_AUDIT, str(ROOT)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
