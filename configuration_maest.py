@@ -13,7 +13,14 @@ ESSENTIA_WINDOW_HOPS = {316: 313, 626: 625, 1256: 1250, 1876: 1875}
 FRAMES_PER_SECOND = 62.5
 
 # The remote-code files of a MAEST model folder: save_pretrained, the converter and fine-tuning copy exactly these.
-MAEST_CODE_FILES = ("configuration_maest.py", "modeling_maest.py", "feature_extraction_maest.py")
+# (transformers finds the last three through the relative imports of the first three.)
+MAEST_CODE_FILES = (
+    "configuration_maest.py",
+    "modeling_maest.py",
+    "feature_extraction_maest.py",
+    "audio_maest.py",
+    "pipeline_maest.py",
+)
 
 # `auto_map` of config.json and preprocessor_config.json: the Auto classes that load this code with
 # `trust_remote_code=True`.
@@ -27,11 +34,11 @@ MAEST_FEATURE_EXTRACTOR_AUTO_MAP = {"AutoFeatureExtractor": "feature_extraction_
 # `custom_pipelines` of config.json: `pipeline("audio-classification")` tags, `pipeline("feature-extraction")` embeds.
 MAEST_CUSTOM_PIPELINES = {
     "audio-classification": {
-        "impl": "modeling_maest.MaestAudioClassificationPipeline",
+        "impl": "pipeline_maest.MaestAudioClassificationPipeline",
         "pt": ["AutoModelForAudioClassification"],
         "type": "audio",
     },
-    "feature-extraction": {"impl": "modeling_maest.MaestEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"},
+    "feature-extraction": {"impl": "pipeline_maest.MaestEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"},
 }
 
 # The eight published MAEST models (all ViT-Base: 768 wide, 12 blocks, 12 heads, 96 mel bins). `max_length` is the

@@ -18,18 +18,13 @@ The front end, for a mono waveform at 16 kHz:
 
 Everything is computed in float32, in blocks of frames, on CPU or on any torch device.
 
-Only the standard library, numpy, torch and transformers are imported at module import time.
-``soxr`` (resampling) is imported when needed, and ``ffmpeg`` (decoding of files) is run in a
-subprocess only when a file is loaded.
+Decoding files, resampling and the coercion of arrays, tensors, lists, dicts and decoders into mono
+signals live in `audio_maest.py`; this module is the front end and the extractor class. Only the
+standard library, numpy, torch and transformers are imported at module import time.
 """
 
 import math
-import os
-import shutil
-import struct
-import subprocess
-import sys
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -39,6 +34,13 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
 
+try:  # loaded as Hugging Face remote code (a package)
+    from .audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
+    from .audio_maest import load_audio, resample  # re-exported: `from feature_extraction_maest import load_audio`
+except ImportError:  # imported from the repository root as a plain module (tests, scripts)
+    from audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
+    from audio_maest import load_audio, resample
+
 logger = logging.get_logger(__name__)
 
 MAEST_MEAN = 2.06755686098554
@@ -46,9 +48,6 @@ MAEST_MEAN = 2.06755686098554
 
 MAEST_STD = 1.268292820667291
 """Standard deviation of the training log-mel values; inputs are divided by ``2 * MAEST_STD``."""
-
-SAMPLING_RATE = 16000
-"""Sampling rate (Hz) of the waveform the front end works on."""
 
 N_FFT = 512
 """Frame length and FFT size, in samples."""
@@ -64,9 +63,6 @@ PATCH_FRAMES = 16
 
 MIN_NUM_SAMPLES = (PATCH_FRAMES - 2) * HOP_LENGTH + 1
 """Fewest samples at 16 kHz that give `PATCH_FRAMES` frames (3585 samples, 0.224 s)."""
-
-MAX_CHANNELS = 64
-"""Most channels a multi-channel signal may have (the shorter axis of a 2-D array)."""
 
 _LOG_COMPRESSION = "logC"
 _LOG_COMPRESSION_SCALE = 10000.0
@@ -365,309 +361,8 @@ def log_mel_spectrogram(
 
 
 # ---------------------------------------------------------------------------------------------
-# Resampling and decoding
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_sampling_rate(value: Any, name: str = "sampling_rate") -> float | int:
-    """Return ``value`` if it is a finite positive real number of Hz, else raise a ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise ValueError(
-            f"{name} must be a positive number of Hz (e.g. 16000), got {value!r} of type "
-            f"{type(value).__name__}."
-        )
-    if not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of Hz (e.g. 16000), got {value!r}.")
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def resample(audio: np.ndarray, orig_sr: float, target_sr: float = SAMPLING_RATE) -> np.ndarray:
-    """Resample with soxr at its "VHQ" (very high quality) setting, in float32.
-
-    Args:
-        audio (`np.ndarray`):
-            Signal of shape ``(num_samples,)`` (mono) or ``(num_samples, channels)``.
-        orig_sr (`int` or `float`): its sampling rate in Hz.
-        target_sr (`int` or `float`, *optional*, defaults to 16000): the rate wanted, in Hz.
-
-    Returns:
-        `np.ndarray`: float32 signal at ``target_sr`` (a float32 copy when the rates are equal);
-        about ``num_samples * target_sr / orig_sr`` samples.
-
-    Raises:
-        ImportError: if the ``soxr`` package is not installed (``pip install soxr``).
-        ValueError: for a non-positive or non-finite rate.
-    """
-    orig_sr = _check_sampling_rate(orig_sr, "orig_sr")
-    target_sr = _check_sampling_rate(target_sr, "target_sr")
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim not in (1, 2):
-        raise ValueError(f"resample expects (num_samples,) or (num_samples, channels), got shape {audio.shape}.")
-    if orig_sr == target_sr:
-        return audio.copy()
-    try:
-        import soxr
-    except ImportError as error:
-        raise ImportError(
-            f"Resampling from {orig_sr} Hz to {target_sr} Hz needs the `soxr` package: `pip install soxr` "
-            "(or pass audio that is already at 16000 Hz)."
-        ) from error
-    return np.asarray(soxr.resample(np.ascontiguousarray(audio), orig_sr, target_sr, quality="VHQ"), dtype=np.float32)
-
-
-def _ffmpeg_error_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "(ffmpeg printed no message)"
-
-
-def _parse_wav_stream(data: bytes, path: str) -> tuple[np.ndarray, int, int]:
-    """Parse the float32 WAV that ffmpeg writes to a pipe (its size fields may be unknown)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"Could not decode {path!r}: ffmpeg did not produce a WAV stream.")
-    position, channels, rate = 12, None, None
-    while position + 8 <= len(data):
-        chunk_id, chunk_size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        body = position + 8
-        if chunk_id == b"fmt ":
-            _format_tag, channels, rate = struct.unpack("<HHI", data[body : body + 8])
-        elif chunk_id == b"data":
-            if channels is None or rate is None or channels < 1:
-                break
-            # A pipe cannot be rewound, so ffmpeg leaves the data size unknown: read to the end.
-            payload = data[body:]
-            usable = len(payload) // (4 * channels) * (4 * channels)
-            samples = np.frombuffer(payload[:usable], dtype="<f4").reshape(-1, channels)
-            return samples, int(rate), int(channels)
-        position = body + chunk_size + (chunk_size & 1)
-    raise ValueError(f"Could not decode {path!r}: ffmpeg's WAV stream has no audio data.")
-
-
-def load_audio(
-    path: "str | os.PathLike | bytes", sampling_rate: int | None = SAMPLING_RATE
-) -> tuple[np.ndarray, dict]:
-    """Decode an audio file with ffmpeg, downmix it to mono and resample it.
-
-    Any file ffmpeg can read works (wav, flac, mp3, ogg/vorbis, opus, m4a/aac, aiff, video files
-    with an audio track...). The first audio stream is decoded as float32 at its own rate with all
-    its channels, downmixed as the MEAN of the channels (ffmpeg's ``-ac 1`` sums with a gain and is
-    about 1.41x louder for stereo) and resampled with soxr "VHQ". ``ffmpeg`` must be on ``PATH``;
-    it runs in a subprocess at call time.
-
-    Args:
-        path (`str`, `os.PathLike` or `bytes`): the file to decode, or the encoded content of one (the bytes of
-            an mp3/flac/... file, fed to ffmpeg through a pipe).
-        sampling_rate (`int`, *optional*, defaults to 16000):
-            Output rate in Hz. ``None`` keeps the source rate.
-
-    Returns:
-        `tuple[np.ndarray, dict]`: the mono float32 signal of shape ``(num_samples,)``, and
-        ``{"source_sampling_rate": int (Hz), "source_channels": int, "duration_s": float}``, the
-        decoded stream's rate, channel count and duration in seconds (before resampling).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        RuntimeError: ffmpeg is not installed.
-        ValueError: ffmpeg cannot decode the file, or it holds no audio stream or no samples (the
-            message names the file and quotes ffmpeg's last error line).
-    """
-    content = None
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        content = bytes(path)
-        if not content:
-            raise ValueError("The audio bytes are empty: pass the content of an audio file.")
-        path_str = f"<{len(content)} bytes of encoded audio>"
-    else:
-        path_str = os.fspath(path)
-        if not os.path.exists(path_str):
-            raise FileNotFoundError(2, f"Audio file not found: {path_str!r}", path_str)
-        if os.path.isdir(path_str):
-            raise ValueError(f"Expected an audio file, got the directory {path_str!r}.")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError(
-            f"Decoding {path_str!r} needs the ffmpeg program, which is not on PATH. Install it "
-            "(`apt-get install ffmpeg`, `conda install -c conda-forge ffmpeg` or `brew install ffmpeg`), "
-            "or pass the decoded samples as an array with their sampling_rate."
-        )
-    command = [
-        ffmpeg, "-hide_banner", "-loglevel", "error",
-        "-i", "pipe:0" if content is not None else path_str,
-        "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1", "-bitexact",
-        "-c:a", "pcm_f32le", "-f", "wav", "-",
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(
-            command,
-            input=content,
-            stdin=None if content is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    except OSError as error:
-        raise RuntimeError(f"Could not run ffmpeg ({ffmpeg}) to decode {path_str!r}: {error}.") from None
-    if result.returncode != 0:
-        raise ValueError(
-            f"ffmpeg could not decode {path_str!r} (is it an audio file with an audio stream?): "
-            f"{_ffmpeg_error_line(result.stderr)}"
-        )
-    samples, source_rate, channels = _parse_wav_stream(result.stdout, path_str)
-    if samples.shape[0] == 0:
-        raise ValueError(
-            f"{path_str!r} decoded to 0 audio samples (ffmpeg: {_ffmpeg_error_line(result.stderr)})."
-        )
-    mono = samples[:, 0].copy() if channels == 1 else samples.mean(axis=1, dtype=np.float32)
-    info = {
-        "source_sampling_rate": source_rate,
-        "source_channels": channels,
-        "duration_s": samples.shape[0] / source_rate,
-    }
-    del samples
-    if sampling_rate is not None:
-        mono = resample(mono, source_rate, sampling_rate)
-    return mono, info
-
-
-# ---------------------------------------------------------------------------------------------
-# Input normalisation
-# ---------------------------------------------------------------------------------------------
-
-# Integer PCM: (offset, scale) so that float = (pcm - offset) / scale lies in [-1, 1).
-_PCM_SCALES = {
-    np.dtype(np.int8): (0, 128.0),
-    np.dtype(np.uint8): (128, 128.0),
-    np.dtype(np.int16): (0, 32768.0),
-    np.dtype(np.int32): (0, 2147483648.0),
-}
-
-
-def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach()
-    if tensor.is_complex():
-        raise ValueError(f"Audio must be real-valued, got a complex tensor ({tensor.dtype}).")
-    if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
-        tensor = tensor.to(torch.float32)  # float16 / bfloat16 have no numpy equivalent
-    return tensor.to("cpu").numpy()
-
-
-def to_mono_float32(audio: Any) -> np.ndarray:
-    """Convert one signal to a mono float32 numpy array of shape ``(num_samples,)``.
-
-    Accepted inputs:
-
-    * numpy arrays and torch tensors (on any device; moved to CPU), of shape ``(num_samples,)``
-      or 2-D multi-channel (see below); floating dtypes are taken as is (expected in [-1, 1]);
-    * integer PCM, scaled to [-1, 1): int16 ``/ 32768``, int32 ``/ 2147483648``, int8 ``/ 128``,
-      uint8 ``(x - 128) / 128``; other integer dtypes (int64...) are refused because their scale is
-      unknown;
-    * Python lists/tuples of numbers (or of equal-length lists for multi-channel), read as floats.
-
-    A 2-D array is ONE multi-channel signal, never a batch (a batch is a list of 1-D signals). The
-    channel axis is the SHORTER axis, so both ``(channels, samples)`` and ``(samples, channels)``
-    work; it may have at most 64 entries, and a square array is refused as ambiguous. Channels are
-    downmixed as their mean.
-
-    Args:
-        audio: the signal, as above.
-
-    Returns:
-        `np.ndarray`: contiguous float32 array of shape ``(num_samples,)``.
-
-    Raises:
-        ValueError: empty audio, rank 0 or > 2, ambiguous or too many channels, unsupported dtype.
-        TypeError: an object that is not an array, tensor or list.
-    """
-    if _is_number(audio):
-        raise ValueError(f"Audio must be an array of samples, got a scalar ({audio!r}).")
-    if isinstance(audio, torch.Tensor):
-        array = _tensor_to_numpy(audio)
-    elif isinstance(audio, np.ndarray):
-        array = audio
-    elif isinstance(audio, (list, tuple)):
-        try:
-            array = np.asarray(audio, dtype=np.float64)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "A list given as audio must hold numbers (one signal) or equal-length lists of numbers "
-                f"(one multi-channel signal); converting it failed: {error}"
-            ) from None
-    else:
-        raise TypeError(
-            f"Unsupported audio type {type(audio).__name__}: pass a numpy array, a torch tensor or a list of floats."
-        )
-    if array.dtype in _PCM_SCALES:
-        offset, scale = _PCM_SCALES[array.dtype]
-        array = array.astype(np.float32)
-        if offset:
-            array -= offset
-        array *= np.float32(1.0 / scale)
-    elif array.dtype.kind == "b":
-        raise ValueError("Audio must be numeric samples, got a boolean array.")
-    elif array.dtype.kind in "iu":
-        raise ValueError(
-            f"Integer audio of dtype {array.dtype} has no known PCM scale: pass int16, int32, int8 or uint8 "
-            "PCM, or floats in [-1, 1]."
-        )
-    elif array.dtype.kind == "c":
-        raise ValueError(f"Audio must be real-valued, got dtype {array.dtype}.")
-    elif array.dtype.kind != "f":
-        raise ValueError(f"Audio must be numeric samples, got an array of dtype {array.dtype}.")
-    if array.ndim == 0:
-        raise ValueError(f"Audio must be an array of samples, got a scalar ({array!r}).")
-    if array.ndim > 2:
-        raise ValueError(
-            f"One signal must be 1-D (samples) or 2-D (channels and samples), got shape {array.shape}. "
-            "A batch is a list of signals (or a 3-D array given to the feature extractor)."
-        )
-    if array.size == 0:
-        raise ValueError(f"Audio is empty (0 samples, shape {array.shape}): pass at least {MIN_NUM_SAMPLES} samples at 16 kHz.")
-    if array.ndim == 2:
-        rows, columns = array.shape
-        if rows == columns:
-            raise ValueError(
-                f"A 2-D audio array of shape {array.shape} is ambiguous: the channel axis is taken to be "
-                "the shorter axis, and here both axes have the same length. Pass (channels, samples) "
-                "with more samples than channels, or a 1-D mono signal."
-            )
-        channel_axis = 0 if rows < columns else 1
-        channels = array.shape[channel_axis]
-        if channels > MAX_CHANNELS:
-            raise ValueError(
-                f"A 2-D audio array is ONE multi-channel signal whose channel axis is its shorter axis; "
-                f"shape {array.shape} would have {channels} channels, more than the {MAX_CHANNELS} allowed. "
-                "A batch of signals must be a list of 1-D arrays, e.g. list(batch_array)."
-            )
-        array = array.mean(axis=channel_axis) if channels > 1 else array.reshape(-1)
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _check_finite(audio: np.ndarray, description: str) -> None:
-    finite = np.isfinite(audio)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"{description} has {bad.size} NaN or infinite sample(s) (first at index {int(bad[0])}); "
-            "clean or replace them (e.g. np.nan_to_num) before extracting features."
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Feature extractor
 # ---------------------------------------------------------------------------------------------
-
-
-def _is_audio_decoder(value: Any) -> bool:
-    # torchcodec is only looked up if the caller already imported it (importing it is slow).
-    torchcodec = sys.modules.get("torchcodec")
-    if torchcodec is None:
-        return False
-    decoders = getattr(torchcodec, "decoders", None)
-    decoder_class = getattr(decoders, "AudioDecoder", None) or getattr(torchcodec, "AudioDecoder", None)
-    return isinstance(decoder_class, type) and isinstance(value, decoder_class)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 class MaestFeatureExtractor(SequenceFeatureExtractor):
@@ -743,7 +438,7 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
         fixed = {"sampling_rate": (sampling_rate, SAMPLING_RATE), "n_fft": (n_fft, N_FFT),
                  "hop_length": (hop_length, HOP_LENGTH), "num_mel_bins": (num_mel_bins, NUM_MEL_BINS)}  # fmt: skip
         for field, (value, required) in fixed.items():
-            if isinstance(value, bool) or not _is_number(value) or value != required:
+            if isinstance(value, bool) or not is_number(value) or value != required:
                 raise ValueError(
                     f"MaestFeatureExtractor: {field}={value!r} is not supported; MAEST's Essentia front end "
                     f"uses {field}={required}. Set {field}={required} (audio at other rates is resampled "
@@ -755,16 +450,16 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
                 f"accepted value is {_LOG_COMPRESSION!r} (log10(1 + 10000 * mel_power)). Set "
                 f"log_compression={_LOG_COMPRESSION!r}."
             )
-        if not _is_number(mean) or not math.isfinite(float(mean)):
+        if not is_number(mean) or not math.isfinite(float(mean)):
             raise ValueError(
                 f"MaestFeatureExtractor: mean={mean!r} must be a finite number; MAEST uses mean={MAEST_MEAN}."
             )
-        if not _is_number(std) or not math.isfinite(float(std)) or std <= 0:
+        if not is_number(std) or not math.isfinite(float(std)) or std <= 0:
             raise ValueError(
                 f"MaestFeatureExtractor: std={std!r} must be a finite number > 0 (inputs are divided by "
                 f"2 * std); MAEST uses std={MAEST_STD}."
             )
-        if not _is_number(padding_value) or not math.isfinite(float(padding_value)):
+        if not is_number(padding_value) or not math.isfinite(float(padding_value)):
             raise ValueError(f"MaestFeatureExtractor: padding_value={padding_value!r} must be a finite number.")
         super().__init__(
             feature_size=feature_size,
@@ -790,7 +485,7 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
         if isinstance(raw_audio, (list, tuple)):
             if len(raw_audio) == 0:
                 raise ValueError("Got an empty batch (a list with no signals): pass at least one signal.")
-            numbers = [_is_number(element) for element in raw_audio]
+            numbers = [is_number(element) for element in raw_audio]
             if all(numbers):
                 return [raw_audio]  # a list of floats is one signal
             if any(numbers):
@@ -810,47 +505,25 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"Audio must be an array of samples, got a 0-d array ({raw_audio!r}).")
             if raw_audio.ndim > 3:
                 raise ValueError(
-                    f"Audio arrays must have rank 1 (samples), 2 (one multi-channel signal) or 3 (a batch of "
+                    f"Audio arrays must have rank 1 (one signal), 2 (a batch of mono signals) or 3 (a batch of "
                     f"multi-channel signals); got rank {raw_audio.ndim} with shape {tuple(raw_audio.shape)}."
                 )
-            if raw_audio.ndim == 3:
+            if raw_audio.ndim in (2, 3):
+                # transformers' convention: the first axis of a 2-D (or 3-D) array is the batch. One multi-channel
+                # signal is passed as an item of a list: [stereo].
                 if raw_audio.shape[0] == 0:
-                    raise ValueError(f"Got an empty batch (3-D array of shape {tuple(raw_audio.shape)}).")
+                    shape = tuple(raw_audio.shape)
+                    raise ValueError(f"Got an empty batch ({raw_audio.ndim}-D array of shape {shape}).")
                 return list(raw_audio)
         return [raw_audio]
 
     def _signal_at_16k(self, item: Any, sampling_rate: float | None, index: int, batched: bool) -> np.ndarray:
         """One signal as mono float32 at 16 kHz, validated."""
         name = f"Audio item {index}" if batched else "Audio"
-        if isinstance(item, (str, os.PathLike)):
-            audio, _info = load_audio(item, sampling_rate=None)
-            source_rate = _info["source_sampling_rate"]
-            name = f"{name} ({os.fspath(item)!r})"
-        elif isinstance(item, (bytes, bytearray)):
-            audio, _info = load_audio(item, sampling_rate=None)
-            source_rate = _info["source_sampling_rate"]
-        elif isinstance(item, dict):
-            key = "array" if "array" in item else "raw" if "raw" in item else None
-            if key is None:
-                raise ValueError(
-                    f"{name} is a dict without an 'array' or 'raw' entry (keys: {sorted(map(str, item))}); "
-                    "pass {'array': samples, 'sampling_rate': rate_in_hz}."
-                )
-            if "sampling_rate" not in item:
-                raise ValueError(
-                    f"{name} is a dict without 'sampling_rate' (keys: {sorted(map(str, item))}); add the rate "
-                    "of its samples in Hz, e.g. {'array': samples, 'sampling_rate': 44100}."
-                )
-            source_rate = _check_sampling_rate(item["sampling_rate"], f"{name}['sampling_rate']")
-            audio = to_mono_float32(item[key])
-        elif _is_audio_decoder(item):
-            decoded = item.get_all_samples()
-            source_rate = _check_sampling_rate(decoded.sample_rate, f"{name} (AudioDecoder) sample_rate")
-            data = _tensor_to_numpy(decoded.data)  # (channels, samples)
-            if data.ndim != 2 or data.size == 0:
-                raise ValueError(f"{name}: the AudioDecoder returned no samples (shape {tuple(data.shape)}).")
-            audio = np.ascontiguousarray(data.mean(axis=0), dtype=np.float32)
-        else:
+        loaded = load_input(item, name)
+        if loaded is not None:
+            audio, source_rate, name = loaded
+        else:  # raw samples: their rate is the caller's sampling_rate
             if sampling_rate is None:
                 logger.warning_once(
                     "MaestFeatureExtractor received audio samples without a sampling_rate and assumes 16000 Hz. "
@@ -863,7 +536,7 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
             audio = to_mono_float32(item)
         if audio.size == 0:
             raise ValueError(f"{name} is empty (0 samples): pass at least {MIN_NUM_SAMPLES} samples at 16 kHz.")
-        _check_finite(audio, name)
+        check_finite(audio, name)
         source_samples = audio.shape[0]
         if source_rate != SAMPLING_RATE:
             audio = resample(audio, source_rate, SAMPLING_RATE)
@@ -891,13 +564,16 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
 
         Args:
             raw_audio:
-                One signal or a batch. A signal is: a 1-D array/tensor/list of floats; a 2-D
-                multi-channel array (channel axis = shorter axis, at most 64 channels); integer PCM
-                (see `to_mono_float32`); a file path (`str` / `os.PathLike`) or the bytes of an encoded file (decoded by `load_audio`);
-                a ``datasets`` dict ``{"array": ..., "sampling_rate": ...}`` (or ``"raw"`` instead of
-                ``"array"``; other keys ignored); or a ``torchcodec`` ``AudioDecoder``. A batch is a
-                list/tuple of signals (a list of NUMBERS is one signal) or a 3-D array
-                ``(batch, ...)`` of multi-channel signals.
+                One signal or a batch. A signal is: a 1-D array/tensor/list of floats; integer PCM
+                (see `to_mono_float32`); a file path (`str` / `os.PathLike`) or the bytes of an
+                encoded file (decoded by `load_audio`); a ``datasets`` dict ``{"array": ...,
+                "sampling_rate": ...}`` (or ``"raw"`` instead of ``"array"``; other keys ignored); a
+                ``torchcodec`` ``AudioDecoder``; or, as an item of a list, a 2-D multi-channel array
+                (channel axis = shorter axis, at most 64 channels, downmixed as the mean). A batch is
+                a list/tuple of signals (a list of NUMBERS is one signal), a 2-D array or tensor
+                ``(batch, samples)`` of mono signals (transformers' convention: ``np.stack(clips)``)
+                or a 3-D array ``(batch, ...)`` of multi-channel signals. So one stereo array is
+                passed as ``[stereo]``; a bare 2-D array is never downmixed.
             sampling_rate (`int`, *optional*):
                 Rate in Hz of the raw arrays/tensors/lists; they are resampled with soxr when it is
                 not 16000. Dicts, decoders and files carry their own rate. When raw arrays come
@@ -937,7 +613,7 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
         if return_tensors not in (None, "np", "pt"):
             raise ValueError(f"return_tensors must be None, 'np' or 'pt', got {return_tensors!r}.")
         if sampling_rate is not None:
-            sampling_rate = _check_sampling_rate(sampling_rate)
+            sampling_rate = check_sampling_rate(sampling_rate)
         items = self._split_batch(raw_audio)
         batched = len(items) > 1 or raw_audio is not items[0]
         signals = [self._signal_at_16k(item, sampling_rate, index, batched) for index, item in enumerate(items)]

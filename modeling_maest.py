@@ -20,15 +20,13 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.pipelines.audio_classification import AudioClassificationPipeline
-from transformers.pipelines.base import Pipeline
 from transformers.utils import ModelOutput, logging
 
 
 try:  # loaded as Hugging Face remote code (a package)
-    from .configuration_maest import MaestConfig
+    from .configuration_maest import FRAMES_PER_SECOND, MaestConfig
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from configuration_maest import MaestConfig
+    from configuration_maest import FRAMES_PER_SECOND, MaestConfig
 
 
 logger = logging.get_logger(__name__)
@@ -61,6 +59,83 @@ def window_starts(num_frames: int, window_length: int, hop: int) -> list[int]:
     if starts[-1] + window_length < num_frames:
         starts.append(num_frames - window_length)
     return starts
+
+
+@dataclass
+class WindowChunk:
+    """Windows run together in one pass: for each, its track (`items`), its index among that track's windows
+    (`positions`), its first frame (`starts`) and its real frames (`sizes`)."""
+
+    items: list[int]
+    positions: list[int]
+    starts: list[int]
+    sizes: list[int]
+
+
+class WindowPlan:
+    """Where the analysis windows of a batch of tracks lie and how they are run: the one planner of every caller.
+
+    Each track of `lengths[i]` real frames gets the windows of [`window_starts`]; the windows of the whole batch are
+    run in chunks of at most `chunk_size`, except that a batch whose tracks are all one window long runs in a single
+    pass (the caller chose that batch size). Results of the chunks are written back into `(batch, windows, ...)`
+    tensors with [`WindowPlan.scatter`]; the windows a shorter track lacks stay 0 and are False in `window_mask`.
+
+    Args:
+        lengths (`Sequence[int]`): real frames of each track (right padding excluded).
+        window_length (`int`): window length in frames (`config.max_length`).
+        hop (`int`): step between window starts in frames (`config.window_hop`).
+        chunk_size (`int`): windows per pass (`config.max_windows_per_batch`).
+    """
+
+    def __init__(self, lengths: Sequence[int], window_length: int, hop: int, chunk_size: int):
+        entries = []
+        self.counts = []
+        for item, length in enumerate(lengths):
+            starts = window_starts(length, window_length, hop)
+            self.counts.append(len(starts))
+            entries += [(item, position, start, min(window_length, length)) for position, start in enumerate(starts)]
+        self.batch = len(self.counts)
+        self.num_windows = max(self.counts)
+        if self.num_windows == 1:
+            chunk_size = len(entries)
+        self.chunks = [
+            WindowChunk(*(list(column) for column in zip(*entries[begin : begin + chunk_size])))
+            for begin in range(0, len(entries), chunk_size)
+        ]
+        self._starts = [[start for item_, _, start, _ in entries if item_ == item] for item in range(self.batch)]
+
+    def window_mask(self, device: torch.device | None = None) -> torch.Tensor:
+        """`(batch, windows)` bool: True for the windows a track has."""
+        counts = torch.tensor(self.counts, device=device)
+        return torch.arange(self.num_windows, device=device)[None, :] < counts[:, None]
+
+    def window_starts(self, device: torch.device | None = None) -> torch.Tensor:
+        """`(batch, windows)` long: first frame of every window, 0 for the windows a track lacks."""
+        padded = [starts + [0] * (self.num_windows - len(starts)) for starts in self._starts]
+        return torch.tensor(padded, dtype=torch.long, device=device)
+
+    def cut(self, input_values: torch.Tensor, chunk: WindowChunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The windows of `chunk` `(n, frames, mel)`, right-padded to its longest window, and their real frames
+        `(n,)` (`None` when all are whole)."""
+        longest = max(chunk.sizes)
+        if chunk.items == list(range(self.batch)) and not any(chunk.starts):
+            windows = input_values[:, :longest]  # one window per track: a view, no copy
+        else:
+            windows = torch.stack(
+                [input_values[item, start : start + longest] for item, start in zip(chunk.items, chunk.starts)]
+            )
+        window_lengths = None
+        if any(size != longest for size in chunk.sizes):
+            window_lengths = torch.tensor(chunk.sizes, device=input_values.device)
+        return windows, window_lengths
+
+    def scatter(self, target: torch.Tensor | None, chunk: WindowChunk, values: torch.Tensor) -> torch.Tensor:
+        """Write the per-window rows `values` `(n, ...)` of `chunk` into `target` `(batch, windows, ...)` (created
+        with zeros when `None`) and return it."""
+        if target is None:
+            target = values.new_zeros(self.batch, self.num_windows, *values.shape[1:])
+        index = (torch.tensor(chunk.items, device=values.device), torch.tensor(chunk.positions, device=values.device))
+        return target.index_put(index, values)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -111,7 +186,7 @@ class MaestAudioClassifierOutput(ModelOutput):
         window_mask (`torch.BoolTensor` of shape `(batch, windows)`):
             True for the windows that exist.
         window_starts (`torch.LongTensor` of shape `(batch, windows)`):
-            First mel frame of each window (divide by 62.5 for seconds); 0 for missing windows.
+            First mel frame of each window (divide by `FRAMES_PER_SECOND` = 62.5 for seconds); 0 for missing windows.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Per-token hidden states (embeddings output, then the output of each block, before the final norm), each
             `(batch, tokens, hidden_size)`. Only for inputs of one window per item.
@@ -156,7 +231,7 @@ class MaestPatchEmbeddings(nn.Module):
         # (batch, frames, mel) -> (batch, 1, mel, frames): frequency is the image height, time its width.
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)
         grid = self.projection(spectrogram.to(self.projection.weight.dtype))
-        return grid.permute(0, 2, 3, 1)
+        return grid.permute(0, 2, 3, 1).contiguous()
 
 
 class MaestEmbeddings(nn.Module):
@@ -228,7 +303,10 @@ class MaestEmbeddings(nn.Module):
         if self.training and config.train_random_time_offset and num_time < self.num_time_positions:
             offset = int(torch.randint(0, self.num_time_positions - num_time + 1, ()).item())
         table = self.position_embeddings[:, 2:].view(1, num_freq, self.num_time_positions, hidden)
-        grid = grid + table[:, :, offset : offset + num_time]
+        # index_select rather than a slice: the slice of the table is a strided view whose layout torch.export
+        # would check for a symbolic number of columns, fixing the window length of an exported model.
+        columns = torch.arange(offset, offset + num_time, device=grid.device)
+        grid = grid + table.index_select(2, columns)
 
         column_valid = None
         if frame_lengths is not None:
@@ -249,7 +327,9 @@ class MaestEmbeddings(nn.Module):
             if column_valid is not None:
                 column_valid = column_valid[:, time_keep]
 
-        patches = grid.flatten(1, 2)
+        # Frequency-major patch order (row f, column t -> f * T + t). Concatenating the rows, rather than flattening
+        # the grid, keeps the number of time columns symbolic when torch.export traces the model.
+        patches = torch.cat(grid.unbind(1), dim=1)
         patch_mask = None
         if column_valid is not None:
             patch_mask = column_valid[:, None, :].expand(-1, grid.shape[1], -1).flatten(1)
@@ -276,14 +356,6 @@ def _random_subset(indices: list[int], drop: int) -> list[int] | None:
         return None
     kept = torch.randperm(len(indices))[: len(indices) - drop].sort().values.tolist()
     return [indices[i] for i in kept]
-
-
-def _scatter_windows(target, chunk, items, positions, batch, windows):
-    """Write per-window rows `chunk` (n, ...) at (items[i], positions[i]) of a (batch, windows, ...) tensor."""
-    if target is None:
-        target = chunk.new_zeros(batch, windows, *chunk.shape[1:])
-    index = (torch.tensor(items, device=chunk.device), torch.tensor(positions, device=chunk.device))
-    return target.index_put(index, chunk)
 
 
 def _check_indices(indices: Sequence[int] | None, size: int, name: str, what: str) -> set[int]:
@@ -424,11 +496,74 @@ class MaestLayer(GradientCheckpointingLayer):
         return hidden_states, weights
 
 
+@dataclass
+class MaestEncoderOutput(ModelOutput):
+    """Output of [`MaestEncoder`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, tokens, hidden_size)`):
+            Output of the last block run (the last block, or `stop_after_block`), before the final norm.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The encoder's input, then the output of each block run, each `(batch, tokens, hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention probabilities of each block run, `(batch, heads, tokens, tokens)`.
+        kept_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The output of each block of `keep_blocks`, in that order (`None` when none is asked for).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    kept_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
 class MaestEncoder(nn.Module):
+    """The `num_hidden_layers` pre-norm blocks."""
+
     def __init__(self, config: MaestConfig):
         super().__init__()
         self.layer = nn.ModuleList([MaestLayer(config) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        stop_after_block: int | None = None,
+        keep_blocks: Sequence[int] = (),
+    ) -> MaestEncoderOutput:
+        """Run the blocks on tokens `(batch, tokens, hidden_size)`.
+
+        Args:
+            hidden_states (`torch.FloatTensor`): the embeddings' output.
+            attention_mask (`torch.Tensor`, *optional*): attention mask as the attention kernel takes it (from
+                `create_bidirectional_mask`), `None` when every token is real.
+            output_attentions / output_hidden_states (`bool`): collect the attention probabilities / the hidden
+                states of every block run.
+            stop_after_block (`int`, *optional*): 0-based index of the last block to run (later blocks are skipped).
+            keep_blocks (`Sequence[int]`): 0-based blocks whose output is returned in `kept_hidden_states`.
+        """
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        kept = {}
+        for index, layer in enumerate(self.layer):
+            hidden_states, weights = layer(hidden_states, attention_mask, output_attentions)
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+            if output_attentions:
+                all_attentions = all_attentions + (weights,)
+            if index in keep_blocks:
+                kept[index] = hidden_states
+            if stop_after_block is not None and index == stop_after_block:
+                break
+        return MaestEncoderOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+            kept_hidden_states=tuple(kept[block] for block in keep_blocks) if keep_blocks else None,
+        )
 
 
 class MaestClassifierHead(nn.Module):
@@ -441,6 +576,105 @@ class MaestClassifierHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.dense(self.layernorm(pooled))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _is_tracing() -> bool:
+    """True while torch.compile or torch.export traces the model (checks that read tensor values are skipped then).
+
+    `torch.compiler.is_compiling` exists from torch 2.3 and `is_exporting` from torch 2.5; older releases have neither
+    and are never seen as tracing.
+    """
+    compiler = getattr(torch, "compiler", None)
+    return any(getattr(compiler, name, lambda: False)() for name in ("is_compiling", "is_exporting"))
+
+
+def check_input_values(
+    config: MaestConfig, input_values: torch.Tensor, attention_mask: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor | None:
+    """Validate model input and return the real frames of each item.
+
+    Args:
+        config (`MaestConfig`): the model's configuration.
+        input_values (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel frames.
+        attention_mask (`torch.Tensor` or `np.ndarray` of shape `(batch, frames)`, *optional*): 1 (or True) for real
+            frames, 0 for padding; right padding only (every item's real frames first).
+
+    Returns:
+        `torch.LongTensor` of shape `(batch,)`: real frames of each item from `attention_mask`, or `None` without a
+        mask (every item is `frames` long). Lengths come from shapes when there is no mask, so that torch.compile
+        and torch.export can trace a call without a mask; checks of tensor values (NaN / Inf, the padding layout)
+        run in eager calls only.
+
+    Raises:
+        TypeError / ValueError: naming the problem, the value seen and the fix.
+    """
+    if not isinstance(input_values, torch.Tensor):
+        raise TypeError(
+            f"input_values must be a torch.Tensor of shape (batch, frames, {config.num_mel_bins}), got "
+            f"{type(input_values).__name__}. Use MaestFeatureExtractor(..., return_tensors='pt')."
+        )
+    if input_values.dim() != 3 or input_values.shape[-1] != config.num_mel_bins:
+        hint = " Add a batch dimension: input_values[None]." if input_values.dim() == 2 else ""
+        raise ValueError(
+            f"input_values must have shape (batch, frames, {config.num_mel_bins}) (log-mel frames from "
+            f"MaestFeatureExtractor), got {tuple(input_values.shape)}.{hint}"
+        )
+    if not input_values.is_floating_point():
+        raise ValueError(f"input_values must be floating point, got dtype {input_values.dtype}.")
+    batch, frames, _ = input_values.shape
+    if batch == 0:
+        raise ValueError("input_values holds an empty batch (batch size 0).")
+    tracing = _is_tracing()
+    one_patch = f"one patch ({config.patch_size} frames, about {config.patch_size / FRAMES_PER_SECOND:.3f} s of audio)"
+    lengths = None
+    if attention_mask is None:
+        if frames < config.patch_size:
+            raise ValueError(f"input_values has {frames} mel frames, fewer than {one_patch}. Pass longer audio.")
+    else:
+        if isinstance(attention_mask, np.ndarray):
+            attention_mask = torch.from_numpy(attention_mask)
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"attention_mask must be a torch.Tensor or numpy array of shape (batch, frames), got "
+                f"{type(attention_mask).__name__}."
+            )
+        if attention_mask.shape != (batch, frames):
+            raise ValueError(
+                f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_values, got "
+                f"{tuple(attention_mask.shape)}."
+            )
+        real = attention_mask.to(input_values.device) != 0
+        lengths = real.sum(dim=1)
+        if not tracing:
+            # The model reads the mask as lengths (its real frames first, then padding). Left padding or holes would
+            # be silently misread as right padding, so they are refused here, where the lengths are computed anyway.
+            right_padded = torch.arange(frames, device=real.device)[None, :] < lengths[:, None]
+            misplaced = (real != right_padded).any(dim=1).nonzero().flatten().tolist()
+            if misplaced:
+                item = misplaced[0]
+                first_real = int(real[item].long().argmax())
+                raise ValueError(
+                    f"attention_mask of item {item} is not right padding: its {int(lengths[item])} real frames (1) "
+                    f"do not all come first (the first 1 is at frame {first_real}, and zeros come between or before "
+                    "them). MAEST takes right padding only: put each item's frames first and the padding after them, "
+                    "as MaestFeatureExtractor does, or pass the items one by one."
+                )
+            too_short = (lengths < config.patch_size).nonzero().flatten().tolist()
+            if too_short:
+                item = too_short[0]
+                raise ValueError(
+                    f"Item {item} of the batch has {int(lengths[item])} mel frames, fewer than {one_patch}. "
+                    "Pass longer audio."
+                )
+    # Checked in blocks of frames: isfinite() makes temporaries the size of its input (an hour of audio: 86 MB).
+    if not tracing and not all(bool(torch.isfinite(block).all()) for block in input_values.split(4096, dim=1)):
+        raise ValueError("input_values contains NaN or Inf; check the audio and the feature extraction.")
+    return lengths
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -496,59 +730,78 @@ class MaestPreTrainedModel(PreTrainedModel):
             for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
                 nn.init.trunc_normal_(parameter, std=std)
 
-    # -- input checks shared by every entry point ----------------------------------------------------------------------
 
-    def _check_input_values(self, input_values, attention_mask=None) -> torch.Tensor:
-        """Validate `(batch, frames, mel)` input and return the real frames of each item `(batch,)`."""
-        config = self.config
-        if not isinstance(input_values, torch.Tensor):
-            raise TypeError(
-                f"input_values must be a torch.Tensor of shape (batch, frames, {config.num_mel_bins}), got "
-                f"{type(input_values).__name__}. Use MaestFeatureExtractor(..., return_tensors='pt')."
-            )
-        if input_values.dim() != 3 or input_values.shape[-1] != config.num_mel_bins:
-            hint = " Add a batch dimension: input_values[None]." if input_values.dim() == 2 else ""
-            raise ValueError(
-                f"input_values must have shape (batch, frames, {config.num_mel_bins}) (log-mel frames from "
-                f"MaestFeatureExtractor), got {tuple(input_values.shape)}.{hint}"
-            )
-        if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got dtype {input_values.dtype}.")
-        batch, frames, _ = input_values.shape
-        if batch == 0:
-            raise ValueError("input_values holds an empty batch (batch size 0).")
-        if attention_mask is None:
-            lengths = torch.full((batch,), frames, dtype=torch.long, device=input_values.device)
-        else:
-            if attention_mask.shape != (batch, frames):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_values, got "
-                    f"{tuple(attention_mask.shape)}."
-                )
-            lengths = attention_mask.to(input_values.device).long().sum(dim=1)
-        too_short = (lengths < config.patch_size).nonzero().flatten().tolist()
-        if too_short:
-            item = too_short[0]
-            raise ValueError(
-                f"Item {item} of the batch has {int(lengths[item])} mel frames, fewer than one patch "
-                f"({config.patch_size} frames, about {config.patch_size / 62.5:.3f} s of audio). Pass longer audio."
-            )
-        # Checked in blocks of frames: isfinite() makes temporaries the size of its input (an hour of audio: 86 MB).
-        if not all(bool(torch.isfinite(block).all()) for block in input_values.split(4096, dim=1)):
-            raise ValueError("input_values contains NaN or Inf; check the audio and the feature extraction.")
-        return lengths
+
+
+
+@dataclass
+class MaestFeaturesOutput(ModelOutput):
+    """Output of [`MaestModel.forward_features`] for a batch of windows.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(windows, tokens, hidden_size)`, *optional*):
+            Tokens after the final norm; `None` when the blocks stopped early (`stop_after_block`).
+        pooler_output (`torch.FloatTensor` of shape `(windows, hidden_size)`, *optional*):
+            (CLS + distillation) / 2 after the final norm, what the classification head reads.
+        hidden_states / attentions (`tuple(torch.FloatTensor)`, *optional*): as in [`MaestEncoderOutput`].
+        token_mask (`torch.Tensor` of shape `(windows, tokens)`, *optional*):
+            1 for tokens of real frames, 0 for patches that reach into right padding; `None` when all are real.
+        embeddings (`tuple(torch.FloatTensor)`, *optional*):
+            The paper's embedding `(windows, 3 * hidden_size)` after each block of `embedding_blocks`, in that order
+            (`None` when none is asked for).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    token_mask: torch.Tensor | None = None
+    embeddings: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MaestWindowOutput(ModelOutput):
+    """Output of [`MaestForAudioClassification.window_forward`] for a batch of windows.
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(windows, num_labels)`): head logits of each window.
+        hidden_states / attentions (`tuple(torch.FloatTensor)`, *optional*): as in [`MaestEncoderOutput`].
+        embedding (`torch.FloatTensor` of shape `(windows, 3 * hidden_size)`, *optional*):
+            The paper's embedding after `embedding_block`.
+    """
+
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    embedding: torch.FloatTensor | None = None
+
+
+@dataclass
+class MaestWindowedResults:
+    """Per-window results of whole tracks from [`MaestModel.run_windows`].
+
+    Args:
+        values (`dict[str, torch.Tensor]`): each result `(batch, windows, ...)`, 0 for the windows a track lacks.
+        window_mask (`torch.BoolTensor` of shape `(batch, windows)`): True for the windows that exist.
+        window_starts (`torch.LongTensor` of shape `(batch, windows)`): first mel frame of each window.
+    """
+
+    values: dict[str, torch.Tensor]
+    window_mask: torch.Tensor
+    window_starts: torch.Tensor
 
 
 class MaestModel(MaestPreTrainedModel):
     """The MAEST encoder: embeddings, `num_hidden_layers` pre-norm blocks and the final LayerNorm.
 
     `forward` takes one window per item (at most `config.max_length` frames). `embed` analyses whole tracks.
+    Every path runs `forward_features` on windows; whole tracks go through `run_windows`.
     """
 
     # Loading the encoder alone from a classification checkpoint leaves its head aside, as expected.
     _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
-    def __init__(self, config: MaestConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: MaestConfig):
         super().__init__(config)
         self.config = config
         self.embeddings = MaestEmbeddings(config)
@@ -559,37 +812,24 @@ class MaestModel(MaestPreTrainedModel):
     def get_input_embeddings(self) -> MaestPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
-    def _encode(
-        self,
-        input_values: torch.Tensor,
-        frame_lengths: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        last_block: int | None = None,
-        drop_time_indices: Sequence[int] | None = None,
-        drop_freq_indices: Sequence[int] | None = None,
-        capture_block: int | None = None,
-    ):
-        """Run the blocks on windows; returns (hidden after `last_block` or all blocks, hidden_states, attentions,
-        token_mask, the paper embedding after `capture_block` or None). Hidden states are before the final norm."""
-        hidden_states, token_mask = self.embeddings(input_values, frame_lengths, drop_time_indices, drop_freq_indices)
-        mask = None
-        if token_mask is not None:
-            mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=token_mask)
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        embedding = None
-        for index, layer in enumerate(self.encoder.layer):
-            hidden_states, weights = layer(hidden_states, mask, output_attentions)
-            if output_hidden_states:
-                all_hidden = all_hidden + (hidden_states,)
-            if output_attentions:
-                all_attentions = all_attentions + (weights,)
-            if index == capture_block:
-                embedding = self.paper_embedding(hidden_states, token_mask)
-            if last_block is not None and index == last_block:
-                break
-        return hidden_states, all_hidden, all_attentions, token_mask, embedding
+    @property
+    def default_embedding_block(self) -> int:
+        """The middle block, `num_hidden_layers // 2` (6 for MAEST's 12): the default block of the embeddings.
+
+        The paper finds the best embeddings in the middle of the network; the middle of the model at hand also
+        exists in models with fewer blocks (small fine-tuned models, test models).
+        """
+        return self.config.num_hidden_layers // 2
+
+    def check_block(self, block: int | None) -> int:
+        """Validate a 0-based block index (negative counts from the end; `None` is `default_embedding_block`) and
+        return it in 0..layers-1."""
+        if block is None:
+            return self.default_embedding_block
+        layers = self.config.num_hidden_layers
+        if isinstance(block, bool) or not isinstance(block, int) or not -layers <= block < layers:
+            raise ValueError(f"block must be an int in 0..{layers - 1} (or -{layers}..-1), got {block!r}.")
+        return block % layers
 
     @staticmethod
     def paper_embedding(hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -602,12 +842,54 @@ class MaestModel(MaestPreTrainedModel):
             patch_mean = (patches * weights).sum(dim=1) / weights.sum(dim=1)
         return torch.cat([hidden_states[:, 0], hidden_states[:, 1], patch_mean], dim=-1)
 
-    def check_block(self, block) -> int:
-        """Validate a 0-based block index (negative counts from the end) and return it in 0..layers-1."""
-        layers = self.config.num_hidden_layers
-        if isinstance(block, bool) or not isinstance(block, int) or not -layers <= block < layers:
-            raise ValueError(f"block must be an int in 0..{layers - 1} (or -{layers}..-1), got {block!r}.")
-        return block % layers
+    def forward_features(
+        self,
+        windows: torch.Tensor,
+        window_lengths: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        drop_time_indices: Sequence[int] | None = None,
+        drop_freq_indices: Sequence[int] | None = None,
+        stop_after_block: int | None = None,
+        embedding_blocks: Sequence[int] = (),
+    ) -> MaestFeaturesOutput:
+        """Windows to normed tokens: embeddings, blocks and final norm, without input checks or windowing.
+
+        Args:
+            windows (`torch.FloatTensor` of shape `(n, frames, num_mel_bins)`): one window per row, `patch_size` to
+                `config.max_length` frames, right-padded.
+            window_lengths (`torch.LongTensor` of shape `(n,)`, *optional*): real frames of each row.
+            output_attentions / output_hidden_states (`bool`): as in [`MaestModel.forward`].
+            drop_time_indices / drop_freq_indices (`list[int]`, *optional*): inference patchout (as in `forward`).
+            stop_after_block (`int`, *optional*): 0-based last block to run; later blocks and the final norm are
+                skipped (`last_hidden_state` and `pooler_output` are then `None` unless it is the last block).
+            embedding_blocks (`Sequence[int]`): 0-based blocks (validated, 0..layers-1) after which the paper's
+                embedding is returned.
+
+        Returns:
+            [`MaestFeaturesOutput`].
+        """
+        tokens, token_mask = self.embeddings(windows, window_lengths, drop_time_indices, drop_freq_indices)
+        mask = None
+        if token_mask is not None:
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=tokens, attention_mask=token_mask)
+        encoded = self.encoder(
+            tokens, mask, output_attentions, output_hidden_states, stop_after_block, tuple(embedding_blocks)
+        )
+        sequence_output = pooled_output = None
+        if stop_after_block is None or stop_after_block == self.config.num_hidden_layers - 1:
+            sequence_output = self.layernorm(encoded.last_hidden_state)
+            pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
+        return MaestFeaturesOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+            token_mask=token_mask,
+            embeddings=tuple(self.paper_embedding(hidden, token_mask) for hidden in encoded.kept_hidden_states)
+            if encoded.kept_hidden_states
+            else None,
+        )
 
     def forward(
         self,
@@ -627,8 +909,9 @@ class MaestModel(MaestPreTrainedModel):
                 (16) to `config.max_length` frames. A window shorter than `max_length` uses the first time
                 positions of the table, as the trained model does; no padding to `max_length` is needed.
             attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*):
-                1 for real frames, 0 for right padding. Patches that reach into padding are masked out of attention,
-                so a padded item gives the same result as the item alone.
+                1 for real frames, 0 for right padding (a numpy array is accepted). Patches that reach into padding
+                are masked out of attention, so a padded item gives the same result as the item alone. Left
+                padding or holes raise a ValueError.
             output_attentions (`bool`, *optional*):
                 Return the attention probabilities of every block (runs the eager kernel for this call).
             output_hidden_states (`bool`, *optional*):
@@ -648,7 +931,7 @@ class MaestModel(MaestPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        lengths = self._check_input_values(input_values, attention_mask)
+        lengths = check_input_values(self.config, input_values, attention_mask)
         if input_values.shape[1] > self.config.max_length:
             raise ValueError(
                 f"MaestModel.forward takes one window of at most max_length={self.config.max_length} frames "
@@ -656,64 +939,78 @@ class MaestModel(MaestPreTrainedModel):
                 "MaestModel.embed(...) or MaestForAudioClassification, which analyse windows every "
                 f"window_hop={self.config.window_hop} frames."
             )
-        frame_lengths = lengths if attention_mask is not None else None
-        hidden, all_hidden, all_attentions, _, _ = self._encode(
-            input_values, frame_lengths, output_attentions, output_hidden_states, None, drop_time_indices, drop_freq_indices
+        features = self.forward_features(
+            input_values,
+            lengths,
+            output_attentions,
+            output_hidden_states,
+            drop_time_indices=drop_time_indices,
+            drop_freq_indices=drop_freq_indices,
         )
-        sequence_output = self.layernorm(hidden)
-        pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
         if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden, all_attentions) if v is not None)
+            output = (features.last_hidden_state, features.pooler_output, features.hidden_states, features.attentions)
+            return tuple(v for v in output if v is not None)
         return BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output,
-            pooler_output=pooled_output,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            last_hidden_state=features.last_hidden_state,
+            pooler_output=features.pooler_output,
+            hidden_states=features.hidden_states,
+            attentions=features.attentions,
         )
 
     # -- whole tracks --------------------------------------------------------------------------------------------------
 
-    def iter_windows(self, input_values: torch.Tensor, lengths: torch.Tensor, chunk_size: int | None = None):
-        """Cut a batch of tracks into analysis windows and yield them in chunks.
+    def run_windows(
+        self,
+        input_values: torch.Tensor,
+        lengths: torch.Tensor | None,
+        window_fn: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]],
+    ) -> MaestWindowedResults:
+        """Run `window_fn` on every analysis window of a batch of tracks (the one windowed runner of MAEST).
+
+        Windows are planned by [`WindowPlan`] (a window every `config.window_hop` frames, the tail covered by one
+        more window aligned to the end, chunks of `config.max_windows_per_batch` windows). A batch without a mask
+        whose items fit one window is one call on the input itself, decided from shapes alone, so that
+        torch.compile and torch.export can trace it; other batches are planned from their lengths (eager only).
 
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): right-padded tracks.
-            lengths (`torch.LongTensor` of shape `(batch,)`): real frames of each track.
-            chunk_size (`int`, *optional*): windows per chunk, defaults to `config.max_windows_per_batch`.
+            lengths (`torch.LongTensor` of shape `(batch,)`, *optional*): real frames of each track (from
+                [`check_input_values`]); `None` when every track has all `frames`.
+            window_fn: maps windows `(n, frames, mel)` and their real frames `(n,)` (or `None`) to a dict of
+                per-window results `(n, ...)`.
 
-        Yields:
-            `(windows, window_lengths, items, positions, starts)`: `windows` `(n, frames, mel)` (right-padded to the
-            longest window of the chunk), `window_lengths` `(n,)` real frames (`None` when all are full), and for
-            each window its track index, its index among that track's windows and its start frame (lists of int).
+        Returns:
+            [`MaestWindowedResults`].
         """
-        window_length, hop = self.config.max_length, self.config.window_hop
-        chunk_size = chunk_size or self.config.max_windows_per_batch
-        plan = []
-        for item, length in enumerate(lengths.tolist()):
-            for position, start in enumerate(window_starts(length, window_length, hop)):
-                plan.append((item, position, start, min(window_length, length)))
-        for begin in range(0, len(plan), chunk_size):
-            chunk = plan[begin : begin + chunk_size]
-            longest = max(size for _, _, _, size in chunk)
-            windows = torch.stack([input_values[item, start : start + longest] for item, _, start, _ in chunk])
-            sizes = [size for _, _, _, size in chunk]
-            window_lengths = None
-            if any(size != longest for size in sizes):
-                window_lengths = torch.tensor(sizes, device=input_values.device)
-            yield (
-                windows,
-                window_lengths,
-                [item for item, _, _, _ in chunk],
-                [position for _, position, _, _ in chunk],
-                [start for _, _, start, _ in chunk],
+        batch, frames, _ = input_values.shape
+        if lengths is None and frames <= self.config.max_length:
+            values = {name: value[:, None] for name, value in window_fn(input_values, None).items()}
+            device = next(iter(values.values())).device
+            return MaestWindowedResults(
+                values=values,
+                window_mask=torch.ones(batch, 1, dtype=torch.bool, device=device),
+                window_starts=torch.zeros(batch, 1, dtype=torch.long, device=device),
             )
-
+        config = self.config
+        plan = WindowPlan(
+            lengths.tolist() if lengths is not None else [frames] * batch,
+            config.max_length,
+            config.window_hop,
+            config.max_windows_per_batch,
+        )
+        values = {}
+        for chunk in plan.chunks:
+            windows, window_lengths = plan.cut(input_values, chunk)
+            for name, value in window_fn(windows, window_lengths).items():
+                values[name] = plan.scatter(values.get(name), chunk, value)
+        device = next(iter(values.values())).device
+        return MaestWindowedResults(values, plan.window_mask(device), plan.window_starts(device))
 
     def embed(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        block: int = 6,
+        block: int | None = None,
         per_window: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The paper's embedding of whole tracks: CLS, distillation and the mean of the patch tokens after a block.
@@ -725,9 +1022,11 @@ class MaestModel(MaestPreTrainedModel):
 
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): tracks of any length.
-            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 for real frames.
-            block (`int`, *optional*, defaults to 6): 0-based block index (6 = the 7th block, the paper's best region
-                is the middle of the network); negative values count from the end (-1 = last block).
+            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 for real frames, 0 for
+                right padding.
+            block (`int`, *optional*): 0-based block index; defaults to the middle block `num_hidden_layers // 2`
+                (6 = the 7th block for MAEST, where the paper finds the best embeddings); negative values count from
+                the end (-1 = last block).
             per_window (`bool`, *optional*, defaults to `False`): return every window's embedding instead of the mean.
 
         Returns:
@@ -736,15 +1035,16 @@ class MaestModel(MaestPreTrainedModel):
             window mask `(batch, windows)` (True where the window exists).
         """
         block = self.check_block(block)
-        lengths = self._check_input_values(input_values, attention_mask)
-        counts = [len(window_starts(n, self.config.max_length, self.config.window_hop)) for n in lengths.tolist()]
-        embeddings = None
-        for windows, window_lengths, items, positions, _ in self.iter_windows(input_values, lengths):
-            *_, chunk = self._encode(windows, window_lengths, last_block=block, capture_block=block)
-            embeddings = _scatter_windows(embeddings, chunk, items, positions, input_values.shape[0], max(counts))
-        window_mask = torch.arange(max(counts), device=embeddings.device)[None, :] < torch.tensor(
-            counts, device=embeddings.device
-        )[:, None]
+        lengths = check_input_values(self.config, input_values, attention_mask)
+
+        def window_embeddings(windows, window_lengths):
+            features = self.forward_features(
+                windows, window_lengths, stop_after_block=block, embedding_blocks=(block,)
+            )
+            return {"embedding": features.embeddings[0]}
+
+        results = self.run_windows(input_values, lengths, window_embeddings)
+        embeddings, window_mask = results.values["embedding"], results.window_mask
         if per_window:
             return embeddings, window_mask
         return embeddings.sum(dim=1) / window_mask.sum(dim=1, keepdim=True).to(embeddings.dtype)
@@ -755,7 +1055,8 @@ class MaestForAudioClassification(MaestPreTrainedModel):
 
     Audio longer than one window (`config.max_length` frames) is cut into windows every `config.window_hop` frames
     (see [`window_starts`]: the tail is covered by one more window aligned to the end), run in chunks of at most
-    `config.max_windows_per_batch` windows, and pooled as the equal-weight mean of the window probabilities.
+    `config.max_windows_per_batch` windows, and pooled as the equal-weight mean of the window probabilities. The
+    windows are run by [`MaestModel.run_windows`]; this class adds the head and the pooling.
     """
 
     def __init__(self, config: MaestConfig):
@@ -775,32 +1076,43 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         embedding_block: int | None = None,
-        **patchout,
-    ):
+        drop_time_indices: Sequence[int] | None = None,
+        drop_freq_indices: Sequence[int] | None = None,
+    ) -> MaestWindowOutput:
         """Head logits of windows, without input checks or windowing (for export and custom loops).
 
         Args:
-            windows (`torch.FloatTensor` of shape `(n, frames, num_mel_bins)`): one window per row, 16 to
-                `config.max_length` frames, right-padded.
+            windows (`torch.FloatTensor` of shape `(n, frames, num_mel_bins)`): one window per row, `patch_size`
+                to `config.max_length` frames, right-padded.
             window_lengths (`torch.LongTensor` of shape `(n,)`, *optional*): real frames of each row.
-            embedding_block (`int`, *optional*): also return the paper's embedding after this block (validated).
+            output_attentions / output_hidden_states (`bool`): as in [`MaestModel.forward`].
+            embedding_block (`int`, *optional*): also return the paper's embedding after this block (validated;
+                `None` returns none).
+            drop_time_indices / drop_freq_indices (`list[int]`, *optional*): inference patchout.
 
         Returns:
-            `(logits (n, num_labels), hidden_states or None, attentions or None, embedding (n, 3*hidden) or None)`.
+            [`MaestWindowOutput`] (indexable as a tuple of its non-`None` fields: logits first, embedding last).
         """
         maest = self.audio_spectrogram_transformer
-        if embedding_block is not None:
-            embedding_block = maest.check_block(embedding_block)
-        hidden, all_hidden, all_attentions, _, embedding = maest._encode(
-            windows, window_lengths, output_attentions, output_hidden_states, None, capture_block=embedding_block, **patchout
+        blocks = () if embedding_block is None else (maest.check_block(embedding_block),)
+        features = maest.forward_features(
+            windows,
+            window_lengths,
+            output_attentions,
+            output_hidden_states,
+            drop_time_indices=drop_time_indices,
+            drop_freq_indices=drop_freq_indices,
+            embedding_blocks=blocks,
         )
-        # Only CLS and distillation reach the head: the final norm is applied to those two tokens alone.
-        special = maest.layernorm(hidden[:, :2])
-        logits = self.classifier((special[:, 0] + special[:, 1]) / 2)
-        return logits, all_hidden, all_attentions, embedding
+        return MaestWindowOutput(
+            logits=self.classifier(features.pooler_output),
+            hidden_states=features.hidden_states,
+            attentions=features.attentions,
+            embedding=features.embeddings[0] if blocks else None,
+        )
 
-    def embed(self, input_values, attention_mask=None, block: int = 6, per_window: bool = False):
-        """The paper's track embedding; see [`MaestModel.embed`]."""
+    def embed(self, input_values, attention_mask=None, block: int | None = None, per_window: bool = False):
+        """The paper's track embedding (default block: the middle one); see [`MaestModel.embed`]."""
         return self.audio_spectrogram_transformer.embed(input_values, attention_mask, block, per_window)
 
     def pool_windows(self, window_logits: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
@@ -862,8 +1174,9 @@ class MaestForAudioClassification(MaestPreTrainedModel):
                 Normalised log-mel frames from [`MaestFeatureExtractor`] of any length from `patch_size` (16) frames
                 up: whole tracks are analysed in windows.
             attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*):
-                1 for real frames, 0 for right padding: each track is analysed on its own frames only, so a padded
-                batch gives the results of its items one by one.
+                1 for real frames, 0 for right padding (a numpy array is accepted): each track is analysed on its own
+                frames only, so a padded batch gives the results of its items one by one. Left padding or holes
+                raise a ValueError.
             labels (`torch.Tensor`, *optional*):
                 Track labels: multi-hot floats `(batch, num_labels)` for multi-label, class indices `(batch,)` for
                 single-label, values `(batch,)` or `(batch, num_labels)` for regression. The loss follows
@@ -885,47 +1198,39 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         maest = self.audio_spectrogram_transformer
-        lengths = maest._check_input_values(input_values, attention_mask)
-        patchout = {"drop_time_indices": drop_time_indices, "drop_freq_indices": drop_freq_indices}
+        lengths = check_input_values(self.config, input_values, attention_mask)
         if embedding_block is not None:
-            patchout["embedding_block"] = maest.check_block(embedding_block)
-        batch = input_values.shape[0]
-
-        all_hidden = all_attentions = window_embeddings = None
-        if int(lengths.max()) <= self.config.max_length:
-            # One window per item: a single pass, however large the batch (the caller chose it).
-            frames = int(lengths.max())
-            window_lengths = lengths if int(lengths.min()) < frames else None
-            window_logits, all_hidden, all_attentions, window_embeddings = self.window_forward(
-                input_values[:, :frames], window_lengths, output_attentions, output_hidden_states, **patchout
+            embedding_block = maest.check_block(embedding_block)
+        longest = input_values.shape[1] if lengths is None else int(lengths.max())
+        if (output_attentions or output_hidden_states) and longest > self.config.max_length:
+            raise ValueError(
+                "output_attentions / output_hidden_states are returned for inputs of one window per item only "
+                f"(at most max_length={self.config.max_length} frames); this batch has longer items. Cut windows "
+                "with window_starts(...) and run MaestModel on them."
             )
-            window_logits = window_logits[:, None]
-            window_embeddings = window_embeddings[:, None] if window_embeddings is not None else None
-            window_mask = torch.ones(batch, 1, dtype=torch.bool, device=window_logits.device)
-            starts = torch.zeros(batch, 1, dtype=torch.long, device=window_logits.device)
-        else:
-            if output_attentions or output_hidden_states:
-                raise ValueError(
-                    "output_attentions / output_hidden_states are returned for inputs of one window per item only "
-                    f"(at most max_length={self.config.max_length} frames); this batch has longer items. Cut windows "
-                    "with model.audio_spectrogram_transformer.iter_windows(...) and run MaestModel on them."
-                )
-            counts = [
-                len(window_starts(length, self.config.max_length, self.config.window_hop)) for length in lengths.tolist()
-            ]
-            window_logits = starts = None
-            for windows, window_lengths, items, positions, chunk_starts in maest.iter_windows(input_values, lengths):
-                chunk_logits, _, _, chunk_embeddings = self.window_forward(windows, window_lengths, **patchout)
-                window_logits = _scatter_windows(window_logits, chunk_logits, items, positions, batch, max(counts))
-                chunk_starts = torch.tensor(chunk_starts, device=chunk_logits.device)
-                starts = _scatter_windows(starts, chunk_starts, items, positions, batch, max(counts))
-                if chunk_embeddings is not None:
-                    window_embeddings = _scatter_windows(
-                        window_embeddings, chunk_embeddings, items, positions, batch, max(counts)
-                    )
-            window_mask = torch.arange(max(counts), device=window_logits.device)[None, :] < torch.tensor(
-                counts, device=window_logits.device
-            )[:, None]
+
+        per_batch = {}  # hidden states and attentions: one window per item, hence a single call of head()
+
+        def head(windows, window_lengths):
+            output = self.window_forward(
+                windows,
+                window_lengths,
+                output_attentions,
+                output_hidden_states,
+                embedding_block,
+                drop_time_indices=drop_time_indices,
+                drop_freq_indices=drop_freq_indices,
+            )
+            per_batch.update(hidden_states=output.hidden_states, attentions=output.attentions)
+            values = {"logits": output.logits}
+            if output.embedding is not None:
+                values["embedding"] = output.embedding
+            return values
+
+        results = maest.run_windows(input_values, lengths, head)
+        window_logits, window_mask = results.values["logits"], results.window_mask
+        window_embeddings = results.values.get("embedding")
+        all_hidden, all_attentions = per_batch["hidden_states"], per_batch["attentions"]
 
         if window_logits.shape[1] == 1:
             logits = window_logits[:, 0]
@@ -938,6 +1243,7 @@ class MaestForAudioClassification(MaestPreTrainedModel):
             embedding = (window_embeddings * weights).sum(dim=1) / weights.sum(dim=1)
 
         loss = self.compute_loss(logits, labels) if labels is not None else None
+        starts = results.window_starts
 
         if not return_dict:
             output = (logits, window_logits, window_mask, starts, all_hidden, all_attentions, embedding, window_embeddings)
@@ -956,155 +1262,24 @@ class MaestForAudioClassification(MaestPreTrainedModel):
         )
 
 
+# Pipelines (defined in pipeline_maest.py)
 # ---------------------------------------------------------------------------------------------------------------------
-# Pipeline
-# ---------------------------------------------------------------------------------------------------------------------
 
 
-_UNSET = object()
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-class MaestAudioClassificationPipeline(AudioClassificationPipeline):
-    """`pipeline("audio-classification", model=..., trust_remote_code=True)` for MAEST.
-
-    Differences from the stock pipeline: the 5 best labels by default (`top_k=None` gives all); whole tracks are
-    analysed in windows by the model; file paths are decoded with ffmpeg at the source rate, downmixed as the mean of
-    the channels and resampled with soxr (the stock pipeline's `-ac 1` downmix is louder); arrays of any rate, with a
-    `sampling_rate=` argument or as `{"array", "sampling_rate"}` dicts, are resampled without torchaudio. Scores are
-    independent sigmoid probabilities for multi-label models (MAEST), softmax for single-label ones.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("top_k", 5)
-        super().__init__(*args, **kwargs)
-
-    def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, sampling_rate=None, **kwargs):
-        preprocess_params, postprocess_params = {}, {}
-        # Only an explicit top_k overrides the default of 5; top_k=None asks for every label.
-        if top_k is not _UNSET:
-            num_labels = self.model.config.num_labels
-            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-                raise ValueError(f"top_k must be a positive int or None (all {num_labels} labels), got {top_k!r}.")
-            postprocess_params["top_k"] = num_labels if top_k is None else min(top_k, num_labels)
-        if function_to_apply is not None:
-            if function_to_apply not in ("softmax", "sigmoid", "none"):
-                raise ValueError(
-                    f"function_to_apply must be 'sigmoid', 'softmax' or 'none', got {function_to_apply!r}."
-                )
-            postprocess_params["function_to_apply"] = function_to_apply
-        if sampling_rate is not None:
-            preprocess_params["sampling_rate"] = sampling_rate
-        return preprocess_params, {}, postprocess_params
-
-    def __call__(self, inputs, **kwargs):
-        """Tag one input or a list of inputs.
-
-        Args:
-            inputs: a file path or the bytes of an encoded file (any format ffmpeg decodes); a mono or multi-channel
-                numpy array / torch tensor (any device) / list of numbers; integer PCM; a `{"array", "sampling_rate"}`
-                dict as `datasets` yields; a torchcodec `AudioDecoder`; or a list of such inputs (a batch).
-            sampling_rate (`int`, *optional*): rate in Hz of raw arrays (resampled to 16 kHz); 16 kHz is assumed,
-                with a warning, when it is missing.
-            top_k (`int` or `None`, *optional*, defaults to 5): number of labels returned, best first; `None` for all.
-            function_to_apply (`str`, *optional*): "sigmoid" (default for multi-label models such as MAEST),
-                "softmax" (default for single-label models) or "none" (raw logits).
-
-        Returns:
-            A list of `{"label": str, "score": float}`, best first (a list of those lists for a batch).
-        """
-        if isinstance(inputs, list) and inputs and all(_is_number(value) for value in inputs):
-            inputs = np.asarray(inputs, dtype=np.float64)  # a list of numbers is one signal, not a batch
-        return super().__call__(inputs, **kwargs)
-
-    def preprocess(self, inputs, sampling_rate=None):
-        processed = self.feature_extractor(
-            inputs, sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True
-        )
-        if self.dtype is not None:
-            processed["input_values"] = processed["input_values"].to(dtype=self.dtype)
-        return processed
-
-    def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
-        if function_to_apply is None:
-            function_to_apply = {"regression": "none", "single_label_classification": "softmax"}.get(
-                self.model.config.problem_type, "sigmoid"
-            )
-        logits = model_outputs.logits[0].float()
-        if function_to_apply == "softmax":
-            scores = logits.softmax(-1)
-        elif function_to_apply == "sigmoid":
-            scores = logits.sigmoid()
-        else:
-            scores = logits
-        scores, ids = scores.topk(min(top_k, scores.shape[-1]))
-        id2label = self.model.config.id2label
-        return [{"label": id2label[i], "score": s} for s, i in zip(scores.tolist(), ids.tolist())]
-
-
-class MaestEmbeddingPipeline(Pipeline):
-    """`pipeline("feature-extraction", model=..., trust_remote_code=True)`: MAEST track embeddings without model code.
-
-    Returns the paper's embedding of each input: concat(CLS, distillation, mean of the patch tokens) after block
-    `block` (0-based, default 6 = the 7th block), 3 x hidden_size = 2304 values, averaged over the track's windows,
-    or one per window with `per_window=True`. Inputs are those of [`MaestAudioClassificationPipeline`].
-    """
-
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = True
-    _load_tokenizer = False
-
-    def __call__(self, inputs, **kwargs):
-        """Embed one input or a list of inputs.
-
-        Args:
-            inputs: as for [`MaestAudioClassificationPipeline`] (paths, bytes, arrays, tensors, dicts, decoders).
-            block (`int`, *optional*, defaults to 6): 0-based block whose output is embedded.
-            per_window (`bool`, *optional*, defaults to `False`): one embedding per analysis window.
-            sampling_rate (`int`, *optional*): rate in Hz of raw arrays.
-            return_tensors (`bool`, *optional*, defaults to `False`): return torch tensors instead of lists.
-
-        Returns:
-            A list of 2304 floats (a tensor `(2304,)` with `return_tensors=True`); with `per_window=True` a list of
-            such lists, one per window in time order (a tensor `(windows, 2304)`).
-        """
-        if isinstance(inputs, list) and inputs and all(_is_number(value) for value in inputs):
-            inputs = np.asarray(inputs, dtype=np.float64)
-        return super().__call__(inputs, **kwargs)
-
-    def _sanitize_parameters(self, block=None, per_window=None, sampling_rate=None, return_tensors=None, **kwargs):
-        preprocess_params, forward_params, postprocess_params = {}, {}, {}
-        if sampling_rate is not None:
-            preprocess_params["sampling_rate"] = sampling_rate
-        if block is not None:
-            forward_params["block"] = block
-        if per_window is not None:
-            forward_params["per_window"] = bool(per_window)
-        if return_tensors is not None:
-            postprocess_params["return_tensors"] = bool(return_tensors)
-        return preprocess_params, forward_params, postprocess_params
-
-    def preprocess(self, inputs, sampling_rate=None):
-        return self.feature_extractor(inputs, sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True)
-
-    def _forward(self, model_inputs, block=6, per_window=False):
-        input_values, attention_mask = model_inputs["input_values"], model_inputs.get("attention_mask")
-        if per_window:
-            embeddings, window_mask = self.model.embed(input_values, attention_mask, block=block, per_window=True)
-            return {"window_embeddings": embeddings, "window_mask": window_mask}
-        return {"embedding": self.model.embed(input_values, attention_mask, block=block)}
-
-    def postprocess(self, model_outputs, return_tensors=False):
-        if "window_embeddings" in model_outputs:
-            embedding = model_outputs["window_embeddings"][0][model_outputs["window_mask"][0]]
-        else:
-            embedding = model_outputs["embedding"][0]
-        embedding = embedding.float().cpu()
-        return embedding if return_tensors else embedding.tolist()
+def __getattr__(name: str):
+    # config.json files saved before pipeline_maest.py existed name `modeling_maest.MaestAudioClassificationPipeline`
+    # (and `...MaestEmbeddingPipeline`) in `custom_pipelines`; they still resolve. Imported on first use only, so that
+    # loading a model never imports the pipelines (and the two modules never import each other at load time).
+    if name in ("MaestAudioClassificationPipeline", "MaestEmbeddingPipeline"):
+        try:  # loaded as Hugging Face remote code (a package)
+            from .pipeline_maest import MaestAudioClassificationPipeline, MaestEmbeddingPipeline
+        except ImportError:  # imported from the repository root as a plain module (tests, scripts)
+            from pipeline_maest import MaestAudioClassificationPipeline, MaestEmbeddingPipeline
+        return {
+            "MaestAudioClassificationPipeline": MaestAudioClassificationPipeline,
+            "MaestEmbeddingPipeline": MaestEmbeddingPipeline,
+        }[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -1112,7 +1287,8 @@ __all__ = [
     "MaestModel",
     "MaestForAudioClassification",
     "MaestAudioClassifierOutput",
-    "MaestAudioClassificationPipeline",
-    "MaestEmbeddingPipeline",
+    "WindowPlan",
+    "check_input_values",
+    "pool_window_logits",
     "window_starts",
 ]

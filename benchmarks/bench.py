@@ -71,7 +71,7 @@ from modeling_maest import MaestForAudioClassification, window_starts  # noqa: E
 
 
 SCHEMA_VERSION = 1
-SECTIONS = ("frontend", "model", "patchout", "lowprec", "track", "memory")
+SECTIONS = ("frontend", "model", "patchout", "lowprec", "track", "compile", "memory")
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 TEST_AUDIO = ROOT / "tests" / "data" / "audio"
 LONG_TRACK_NAME = "long_orchestral_wesnoth_weight_of_revenge_16k_mono.flac"
@@ -811,6 +811,75 @@ def bench_track(args, device: torch.device, workdir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# torch.compile against eager
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_compile(args, device: torch.device, workdir: Path) -> dict:
+    """torch.compile against eager: one 10 s window (batch 1, `torch.compile(model, fullgraph=True)`) and a whole
+    track through the pipeline (the per-window path `MaestModel.forward_features` compiled; the windowing stays
+    eager). The first compiled call, which compiles, is timed apart from the steady-state calls."""
+    from transformers import pipeline
+
+    model, weights = user_or_random_model(args, 626)
+    window = torch.randn(1, model.config.max_length, model.config.num_mel_bins, device=device)
+    model = model.to(device)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        started = time.perf_counter()
+        compiled(window)
+        synchronize(device)
+        window_compile_s = time.perf_counter() - started
+        torch.testing.assert_close(compiled(window).logits, model(window).logits, atol=1e-4, rtol=0)
+        window_timings = time_interleaved(
+            {"eager": lambda: model(window), "compiled": lambda: compiled(window)}, args.repeats, args.warmup, device
+        )
+
+    folder = audio_dir(args)
+    path = folder / LONG_TRACK_NAME
+    if not path.exists():
+        path = clip_paths(folder)[0]
+    audio, _ = load_audio(path)
+    repo = save_repo(model.cpu(), workdir / "compile_repo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager_tagger = pipeline("audio-classification", model=str(repo), trust_remote_code=True, device=device)
+        compiled_tagger = pipeline("audio-classification", model=str(repo), trust_remote_code=True, device=device)
+    encoder = compiled_tagger.model.audio_spectrogram_transformer
+    encoder.forward_features = torch.compile(encoder.forward_features)
+    track_input = {"array": audio, "sampling_rate": SAMPLING_RATE}
+    started = time.perf_counter()
+    compiled_tagger(track_input)
+    track_compile_s = time.perf_counter() - started
+    track_timings = time_interleaved(
+        {"eager": lambda: eager_tagger(track_input), "compiled": lambda: compiled_tagger(track_input)},
+        args.repeats,
+        args.warmup,
+        device,
+    )
+
+    def speedup(timings):
+        if "median_s" not in timings["eager"] or "median_s" not in timings["compiled"]:
+            return None
+        return timings["eager"]["median_s"] / timings["compiled"]["median_s"]
+
+    return {
+        "device": str(device),
+        "weights": weights,
+        "torch": torch.__version__,
+        "window_frames": int(window.shape[1]),
+        "window": window_timings,
+        "window_first_call_s": window_compile_s,
+        "window_speedup": speedup(window_timings),
+        "track": path.name,
+        "track_s": audio.shape[0] / SAMPLING_RATE,
+        "track_timings": track_timings,
+        "track_first_call_s": track_compile_s,
+        "track_speedup": speedup(track_timings),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Peak memory (a fresh process)
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -1095,6 +1164,23 @@ def markdown_report(results: dict) -> str:
                 f"| {_fmt(row.get('audio_s_per_s'), '.1f')} |"
             )
         lines.append("")
+    compiled = results.get("compile")
+    if compiled:
+        lines += [
+            f"## torch.compile against eager ({compiled['device']}, torch {compiled['torch']}, {compiled['weights']})",
+            "",
+            "| input | eager s | compiled s | speed-up | first compiled call s (compiles) |",
+            "|---|---|---|---|---|",
+            f"| one {compiled['window_frames']}-frame window, batch 1, fullgraph | "
+            f"{_fmt(compiled['window']['eager'].get('median_s'), '.3f')} | "
+            f"{_fmt(compiled['window']['compiled'].get('median_s'), '.3f')} | {_fmt(compiled['window_speedup'], '.2f')} "
+            f"| {compiled['window_first_call_s']:.1f} |",
+            f"| {compiled['track']} ({compiled['track_s']:.0f} s) through the pipeline | "
+            f"{_fmt(compiled['track_timings']['eager'].get('median_s'), '.2f')} | "
+            f"{_fmt(compiled['track_timings']['compiled'].get('median_s'), '.2f')} | "
+            f"{_fmt(compiled['track_speedup'], '.2f')} | {compiled['track_first_call_s']:.1f} |",
+            "",
+        ]
     memory = results.get("memory")
     if memory:
         lines += ["## Peak memory", ""]
@@ -1218,6 +1304,7 @@ def main(argv=None) -> dict:
         "patchout": lambda work: bench_patchout(args, device),
         "lowprec": lambda work: bench_low_precision(args, device),
         "track": lambda work: bench_track(args, device, work),
+        "compile": lambda work: bench_compile(args, device, work),
         "memory": lambda work: bench_memory(args, work),
     }
     output_dir = Path(args.output_dir)

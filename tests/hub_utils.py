@@ -6,8 +6,10 @@ from pathlib import Path
 
 from conftest import ROOT, tiny_config_kwargs
 
+from configuration_maest import MAEST_CODE_FILES, MAEST_CUSTOM_PIPELINES
 
-CODE_FILES = ("configuration_maest.py", "modeling_maest.py", "feature_extraction_maest.py")
+
+CODE_FILES = MAEST_CODE_FILES
 
 
 def discogs_400_labels() -> list[str]:
@@ -36,7 +38,7 @@ def save_tiny_repo(folder: Path, seed: int = 0, **overrides) -> Path:
     )
     kwargs.update(overrides)
     config = MaestConfig(**kwargs)
-    config.custom_pipelines = json.loads((ROOT / "config.json").read_text())["custom_pipelines"]
+    config.custom_pipelines = MAEST_CUSTOM_PIPELINES
     torch.manual_seed(seed)
     model = MaestForAudioClassification(config).eval()
     MaestConfig.register_for_auto_class()

@@ -24,6 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import audio_maest
 import feature_extraction_maest as fem
 from feature_extraction_maest import (
     MaestFeatureExtractor,
@@ -341,7 +342,7 @@ def test_load_audio_missing_file(tmp_path):
 
 
 def test_load_audio_without_ffmpeg(monkeypatch, flac_path):
-    monkeypatch.setattr(fem.shutil, "which", lambda name: None)
+    monkeypatch.setattr(audio_maest.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"(?s)ffmpeg.*apt-get install ffmpeg"):
         load_audio(flac_path)
 
@@ -366,6 +367,8 @@ def test_import_runs_no_subprocess(monkeypatch):
 
     monkeypatch.setattr(subprocess, "Popen", forbidden)
     monkeypatch.setattr(subprocess, "run", forbidden)
+    spec = importlib.util.spec_from_file_location("_audio_import_check", audio_maest.__file__)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
     spec = importlib.util.spec_from_file_location("_fem_import_check", fem.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -417,13 +420,26 @@ def test_integer_pcm_is_scaled(extractor, dtype, to_float):
         np.testing.assert_allclose(values(extractor, torch.from_numpy(pcm)), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_a_2d_array_is_a_batch_of_mono_signals(extractor, as_tensor):
+    clips = np.stack([noise(7000, seed=41, amplitude=0.4), noise(7000, seed=42, amplitude=0.9)])
+    batch = torch.from_numpy(clips) if as_tensor else clips
+    result = values(extractor, batch)
+    assert result.shape == (2, num_frames(7000), 96)
+    for row, clip in enumerate(clips):
+        np.testing.assert_allclose(result[row], values(extractor, clip)[0], atol=1e-6, rtol=0)
+    # Not a downmix: the mean of the two clips gives other features.
+    assert not np.allclose(result[0], values(extractor, clips.mean(axis=0))[0], atol=1e-3)
+
+
 def test_stereo_in_both_layouts_is_the_mean(extractor):
     left, right = noise(9000, seed=23, amplitude=0.5), noise(9000, seed=24, amplitude=0.9)
     expected = values(extractor, (left + right) / 2)
     channels_first = np.stack([left, right])
-    np.testing.assert_allclose(values(extractor, channels_first), expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(values(extractor, channels_first.T), expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(values(extractor, torch.from_numpy(channels_first)), expected, atol=1e-6, rtol=0)
+    # One multi-channel signal is an item of a list (a bare 2-D array is a batch of mono signals).
+    np.testing.assert_allclose(values(extractor, [channels_first]), expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(values(extractor, [channels_first.T]), expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(values(extractor, [torch.from_numpy(channels_first)]), expected, atol=1e-6, rtol=0)
     # Given to the extractor, a list of lists is a batch; to_mono_float32 reads it as one signal.
     np.testing.assert_allclose(to_mono_float32(channels_first.T.tolist()), (left + right) / 2, atol=1e-7, rtol=0)
     np.testing.assert_allclose(to_mono_float32(np.stack([left, right, left])), (2 * left + right) / 3, atol=1e-7)
@@ -585,9 +601,9 @@ def test_rank_and_layout_errors(extractor):
     with pytest.raises(ValueError, match=r"rank 4"):
         extractor(np.zeros((2, 2, 2, 5000), np.float32), sampling_rate=SR)
     with pytest.raises(ValueError, match=r"ambiguous.*\(4000, 4000\)|\(4000, 4000\).*ambiguous"):
-        extractor(np.zeros((4000, 4000), np.float32), sampling_rate=SR)
+        extractor([np.zeros((4000, 4000), np.float32)], sampling_rate=SR)
     with pytest.raises(ValueError) as info:
-        extractor(np.zeros((100, 5000), np.float32), sampling_rate=SR)
+        extractor([np.zeros((100, 5000), np.float32)], sampling_rate=SR)
     assert "100" in str(info.value) and "64" in str(info.value) and "list" in str(info.value)
     with pytest.raises(ValueError, match="int64"):
         extractor(np.zeros(5000, np.int64), sampling_rate=SR)
@@ -717,7 +733,7 @@ def test_property_shapes_finite_and_batch_independent(length_16k, amplitude, dty
     if layout == "channels_last":
         audio = audio.T
     expected_samples = len(soxr.resample(mono.astype(np.float32), rate, SR, quality="VHQ")) if rate != SR else length
-    alone = extractor(audio, sampling_rate=rate)["input_values"]
+    alone = extractor([audio], sampling_rate=rate)["input_values"]  # a 2-D item of a list: one multi-channel signal
     assert alone.shape == (1, num_frames(expected_samples), 96)
     assert np.isfinite(alone).all()
     companion = rng.uniform(-0.5, 0.5, length // 2 + math.ceil(3600 * rate / SR)).astype(np.float32)

@@ -16,11 +16,15 @@ import torch
 from conftest import SHARED_AUDIO, TEST_AUDIO
 from hub_utils import CODE_FILES, discogs_400_labels, place_in_hub_cache, save_tiny_repo
 
+from configuration_maest import MAEST_CUSTOM_PIPELINES
+
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification, window_starts
 
 
 REPO_ID = "maest-tests/discogs-maest-tiny"
+# The same model saved before pipeline_maest.py existed: its config.json names the pipelines in modeling_maest.
+OLD_REPO_ID = "maest-tests/discogs-maest-tiny-old-config"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,8 @@ def test_saved_repo_keeps_code_and_auto_map(repo):
     assert config["model_type"] == "maest"
     assert config["auto_map"]["AutoConfig"] == "configuration_maest.MaestConfig"
     assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_maest.MaestForAudioClassification"
-    assert config["custom_pipelines"]["audio-classification"]["impl"] == "modeling_maest.MaestAudioClassificationPipeline"
+    assert config["custom_pipelines"] == MAEST_CUSTOM_PIPELINES
+    assert config["custom_pipelines"]["audio-classification"]["impl"] == "pipeline_maest.MaestAudioClassificationPipeline"
     preprocessor = json.loads((repo / "preprocessor_config.json").read_text())
     assert preprocessor["auto_map"]["AutoFeatureExtractor"] == "feature_extraction_maest.MaestFeatureExtractor"
 
@@ -87,8 +92,11 @@ PIPELINE_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     from transformers import pipeline
-    repo_id, flac, ogg, long_npy, out = sys.argv[1:6]
+    repo_id, old_repo_id, flac, ogg, long_npy, out = sys.argv[1:7]
     pipe = pipeline("audio-classification", model=repo_id, trust_remote_code=True)
+    embedder = pipeline("feature-extraction", model=repo_id, trust_remote_code=True)
+    old_pipe = pipeline("audio-classification", model=old_repo_id, trust_remote_code=True)
+    old_embedder = pipeline("feature-extraction", model=old_repo_id, trust_remote_code=True)
     long_audio = np.load(long_npy)
     results = {
         "class": type(pipe).__name__,
@@ -97,6 +105,10 @@ PIPELINE_SCRIPT = textwrap.dedent(
         "ogg": pipe(ogg),
         "long_all": pipe({"array": long_audio, "sampling_rate": 16000}, top_k=None),
         "flac_top3": pipe(flac, top_k=3),
+        "flac_embedding": embedder(flac),
+        "old_classes": [type(old_pipe).__name__, type(old_embedder).__name__],
+        "old_flac": old_pipe(flac),
+        "old_flac_embedding": old_embedder(flac),
     }
     json.dump(results, open(out, "w"))
     """
@@ -115,9 +127,15 @@ def manual_track_scores(model, extractor, audio):
     return torch.stack(probabilities).mean(0), frames
 
 
+@pytest.mark.slow
 def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, ogg_path):
     hub_cache = tmp_path / "hub"
     place_in_hub_cache(repo, hub_cache, REPO_ID)
+    old_snapshot = place_in_hub_cache(repo, hub_cache, OLD_REPO_ID)
+    old_config = json.loads((old_snapshot / "config.json").read_text())
+    for task, entry in old_config["custom_pipelines"].items():
+        entry["impl"] = entry["impl"].replace("pipeline_maest.", "modeling_maest.")
+    (old_snapshot / "config.json").write_text(json.dumps(old_config, indent=2))
     long_audio = four_minute_track()
     long_npy = tmp_path / "long.npy"
     np.save(long_npy, long_audio)
@@ -131,7 +149,7 @@ def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, og
         PYTHONPATH="",  # the repository's own modules must not be importable: only the cached remote code runs
     )
     run = subprocess.run(
-        [sys.executable, "-c", PIPELINE_SCRIPT, REPO_ID, str(flac_path), str(ogg_path), str(long_npy), str(out)],
+        [sys.executable, "-c", PIPELINE_SCRIPT, REPO_ID, OLD_REPO_ID, str(flac_path), str(ogg_path), str(long_npy), str(out)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -168,3 +186,14 @@ def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, og
     scores = {r["label"]: r["score"] for r in results["long_all"]}
     assert len(scores) == 400
     np.testing.assert_allclose([scores[label] for label in labels], expected_long.numpy(), atol=1e-5)
+
+    # The embedding pipeline by repo id: the middle block of the model by default, as MaestModel.embed.
+    features = extractor(load_audio(flac_path)[0], sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        expected_embedding = model.embed(**features)[0]
+    np.testing.assert_allclose(results["flac_embedding"], expected_embedding.numpy(), atol=1e-5)
+
+    # A config.json saved before pipeline_maest.py existed names modeling_maest.*Pipeline: the same pipelines load.
+    assert results["old_classes"] == ["MaestAudioClassificationPipeline", "MaestEmbeddingPipeline"]
+    assert results["old_flac"] == results["flac"]
+    assert results["old_flac_embedding"] == results["flac_embedding"]

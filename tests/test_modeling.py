@@ -211,16 +211,26 @@ def test_losses_follow_problem_type():
 def test_gradient_checkpointing_gives_the_same_gradients():
     x = spectrogram(2, 76)
     targets = torch.zeros(2, 7)
-    grads = []
-    for checkpointing in (False, True):
-        model = tiny_model(seed=1)
+
+    def gradients(checkpointing, seed):
+        # Dropout is on, so the recomputation must replay the same dropout masks to give the same gradients.
+        model = tiny_model(seed=1, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
         model.train()
         if checkpointing:
             model.activation_checkpointing_enable()
             assert model.audio_spectrogram_transformer.encoder.layer[0].gradient_checkpointing
+        calls = []
+        model.audio_spectrogram_transformer.encoder.layer[0].attention.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(seed)
         model(x, labels=targets).loss.backward()
-        grads.append(model.audio_spectrogram_transformer.embeddings.position_embeddings.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+        return model.audio_spectrogram_transformer.embeddings.position_embeddings.grad.clone(), len(calls)
+
+    plain, plain_calls = gradients(False, seed=5)
+    checkpointed, checkpointed_calls = gradients(True, seed=5)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # checkpointing recomputes the block in the backward pass
+    torch.testing.assert_close(checkpointed, plain)
+    other_masks, _ = gradients(False, seed=6)
+    assert not torch.allclose(other_masks, plain, atol=1e-6)  # dropout is active: the masks change the gradients
 
 
 @pytest.mark.parametrize(
@@ -320,3 +330,148 @@ def test_published_ast_config_loads():
     assert model.audio_spectrogram_transformer.layernorm.eps == 1e-6
     assert model.audio_spectrogram_transformer.encoder.layer[0].layernorm_before.eps == 1e-6
     assert math.isclose(config.window_seconds, 20.096)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training-time patchout (MaestEmbeddings in training mode)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def embedding_tokens(model, x, **kwargs):
+    """The token sequence entering the first block: (batch, tokens, hidden)."""
+    return model.audio_spectrogram_transformer(x, output_hidden_states=True, **kwargs).hidden_states[0]
+
+
+def grid_positions(train_tokens, eval_tokens):
+    """Map each patch token of a training-mode pass to its index in the full (eval) token grid, by exact equality."""
+    patches = eval_tokens[0, 2:]
+    found = []
+    for token in train_tokens[0, 2:]:
+        matches = (patches == token).all(dim=-1).nonzero().flatten().tolist()
+        assert len(matches) == 1, "a training token is not one of the window's patch tokens"
+        found.append(matches[0])
+    return found
+
+
+def test_structured_patchout_drops_random_rows_and_columns_in_training_only():
+    # tiny_config: 76-frame windows = 9 frequency rows x 7 time columns = 63 patches.
+    torch.manual_seed(0)
+    model = tiny_model(seed=1, train_patchout_time=2, train_patchout_freq=3)
+    plain = tiny_model(seed=1)
+    x = torch.randn(2, 76, 96)
+    with torch.no_grad():
+        full = embedding_tokens(model.eval(), x)
+        assert full.shape[1] == 2 + 63
+        torch.testing.assert_close(model(x).logits, plain(x).logits, rtol=0, atol=0)  # eval: patchout is off
+        model.train()
+        kept_sets = set()
+        for _ in range(6):
+            tokens = embedding_tokens(model, x)
+            assert tokens.shape[1] == 2 + (9 - 3) * (7 - 2)
+            torch.testing.assert_close(tokens[:, :2], full[:, :2])  # CLS and distillation are never dropped
+            index = grid_positions(tokens, full)
+            rows, columns = sorted({i // 7 for i in index}), sorted({i % 7 for i in index})
+            # A structured patchout keeps whole rows and columns: the kept tokens are their full product, in order.
+            assert (len(rows), len(columns)) == (6, 5)
+            assert index == [f * 7 + t for f in rows for t in columns]
+            kept_sets.add((tuple(rows), tuple(columns)))
+        assert len(kept_sets) > 1, "the dropped rows / columns should change between batches"
+        # Back in evaluation mode everything is kept again.
+        torch.testing.assert_close(embedding_tokens(model.eval(), x), full, rtol=0, atol=0)
+
+
+def test_unstructured_patchout_and_the_one_patch_minimum():
+    x = torch.randn(1, 76, 96)
+    with torch.no_grad():
+        model = tiny_model(train_patchout_unstructured=10)
+        full = embedding_tokens(model, x)
+        tokens = embedding_tokens(model.train(), x)
+        assert tokens.shape[1] == 2 + 63 - 10
+        index = grid_positions(tokens, full)
+        assert index == sorted(index) and len(set(index)) == 53
+        # Dropping more than there is keeps one column / row / patch.
+        greedy = tiny_model(train_patchout_time=50, train_patchout_freq=50, train_patchout_unstructured=50).train()
+        assert embedding_tokens(greedy, x).shape[1] == 2 + 1
+        assert embedding_tokens(greedy.eval(), x).shape[1] == 2 + 63
+
+
+def test_random_time_offset_in_training_only():
+    model = tiny_model(seed=2, train_random_time_offset=True)
+    embeddings = model.audio_spectrogram_transformer.embeddings
+    x = torch.randn(1, 36, 96)  # 3 time columns of the 7 in the position table
+    with torch.no_grad():
+        grid = embeddings.patch_embeddings(x)  # (1, 9, 3, 32)
+        table = embeddings.position_embeddings[:, 2:].reshape(1, 9, 7, 32)
+        expected = {o: (grid + table[:, :, o : o + 3]).flatten(1, 2) for o in range(5)}
+        torch.testing.assert_close(embedding_tokens(model.eval(), x)[:, 2:], expected[0])
+        model.train()
+        torch.manual_seed(0)
+        seen = set()
+        for _ in range(25):
+            patches = embedding_tokens(model, x)[:, 2:]
+            offsets = [o for o, e in expected.items() if torch.allclose(patches, e, atol=1e-6, rtol=0)]
+            assert len(offsets) == 1
+            seen.add(offsets[0])
+        assert len(seen) >= 3, f"offsets drawn: {sorted(seen)}"
+        # A full-length window has no room for an offset.
+        full = torch.randn(1, 76, 96)
+        torch.testing.assert_close(embedding_tokens(model, full), embedding_tokens(model.eval(), full))
+
+
+def test_patchout_with_padded_training_batch():
+    """Padded items (attention mask) combined with every kind of patchout: finite loss and gradients."""
+    model = tiny_model(train_patchout_time=2, train_patchout_freq=2, train_patchout_unstructured=5,
+                       train_random_time_offset=True).train()  # fmt: skip
+    x = torch.randn(3, 76, 96)
+    mask = torch.ones(3, 76, dtype=torch.long)
+    mask[1, 40:] = 0
+    mask[2, 20:] = 0
+    labels = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0, 0]])
+    loss = model(x, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Defaults and attention masks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers, middle", [(2, 1), (5, 2)])
+def test_embedding_block_defaults_to_the_middle_block(layers, middle):
+    model = tiny_model(num_hidden_layers=layers)
+    maest = model.audio_spectrogram_transformer
+    x = spectrogram(2, 76, seed=8)
+    with torch.no_grad():
+        # The paper's embedding after block `middle`, from the hidden states of a plain forward (index 0 = embeddings).
+        hidden = maest(x, output_hidden_states=True).hidden_states[middle + 1]
+        expected = torch.cat([hidden[:, 0], hidden[:, 1], hidden[:, 2:].mean(dim=1)], dim=-1)
+        torch.testing.assert_close(maest.embed(x), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model.embed(x), expected, atol=1e-6, rtol=0)
+        long = spectrogram(1, 200, seed=9)
+        torch.testing.assert_close(model.embed(long), model.embed(long, block=middle), atol=0, rtol=0)
+
+
+def test_attention_mask_must_be_right_padding():
+    model = tiny_model()
+    x = spectrogram(2, 60, seed=10)
+    right = torch.ones(2, 60, dtype=torch.long)
+    right[1, 40:] = 0
+    left = right.flip(1)
+    with pytest.raises(ValueError, match=r"item 1 is not right padding.*first 1 is at frame 20.*right padding only"):
+        model(x, attention_mask=left)
+    holes = torch.ones(2, 60, dtype=torch.long)
+    holes[0, 30:35] = 0
+    with pytest.raises(ValueError, match=r"item 0 is not right padding.*put each item's frames first"):
+        model.audio_spectrogram_transformer(x, attention_mask=holes)
+    with pytest.raises(ValueError, match=r"item 0 is not right padding"):
+        model.embed(x, attention_mask=holes)
+    with torch.no_grad():
+        # Right padding, as a torch mask, a bool mask or a numpy array, is the items alone.
+        padded = model(x, attention_mask=right).logits
+        torch.testing.assert_close(padded[1], model(x[1:, :40]).logits[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(x, attention_mask=right.bool()).logits, padded, atol=0, rtol=0)
+        torch.testing.assert_close(model(x, attention_mask=right.numpy()).logits, padded, atol=0, rtol=0)
+    with pytest.raises(TypeError, match=r"attention_mask must be a torch.Tensor or numpy array.*list"):
+        model(x, attention_mask=right.tolist())

@@ -1,6 +1,7 @@
 """Robust input handling end to end: every reasonable input form, a clear error for the rest, batch invariance,
 safe loading and bounded memory on long input."""
 
+import functools
 import json
 import os
 import subprocess
@@ -30,8 +31,10 @@ def repo(tmp_path_factory):
 def pipe(repo, tmp_path_factory):
     from transformers import pipeline
 
-    os.environ["HF_MODULES_CACHE"] = str(tmp_path_factory.mktemp("modules"))
-    return pipeline("audio-classification", model=str(repo), trust_remote_code=True)
+    # The remote code is copied into a private modules cache, and the user's setting is restored afterwards.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_MODULES_CACHE", str(tmp_path_factory.mktemp("modules")))
+        yield pipeline("audio-classification", model=str(repo), trust_remote_code=True)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_every_input_form_gives_the_reference_scores(pipe, clip, flac_path, tmp_
 
 
 def test_torchcodec_decoder_input(pipe, ogg_path):
-    from torchcodec.decoders import AudioDecoder
+    AudioDecoder = pytest.importorskip("torchcodec.decoders").AudioDecoder
 
     from_decoder = scores(pipe(AudioDecoder(str(ogg_path)), top_k=None))
     from_path = scores(pipe(str(ogg_path), top_k=None))
@@ -153,7 +156,12 @@ def test_unworkable_config_values_raise_value_errors(repo, tmp_path):
 # -- determinism and batch invariance -------------------------------------------------------------------------------
 
 EXTRACTOR = MaestFeatureExtractor()
-MODEL = tiny_model(seed=12)
+
+
+@functools.cache
+def shared_model():
+    """The tiny model of the property tests, built on first use (not at import time)."""
+    return tiny_model(seed=12)
 
 
 def make_signal(length, amplitude, dtype, layout, seed):
@@ -185,7 +193,7 @@ def test_any_input_in_any_batch_gives_the_same_result(length, amplitude, dtype, 
     signal = make_signal(length, amplitude, dtype, layout, seed)
     companion = make_signal(int(companion_seconds * rate), 0.3, "float32", "mono", seed + 1)
     try:
-        alone = EXTRACTOR(signal, sampling_rate=rate, return_tensors="pt")
+        alone = EXTRACTOR([signal], sampling_rate=rate, return_tensors="pt")
     except ValueError as error:  # resampling to 16 kHz can leave less than one patch: a clear error, nothing else
         assert "too short" in str(error) and length * 16000 / rate < 3585 + 2
         return
@@ -196,11 +204,13 @@ def test_any_input_in_any_batch_gives_the_same_result(length, amplitude, dtype, 
     assert batch["input_values"].shape[2] == 96 and torch.isfinite(batch["input_values"]).all()
     torch.testing.assert_close(batch["input_values"][1, :frames], alone["input_values"][0], atol=1e-5, rtol=0)
     with torch.no_grad():
-        one = MODEL(**alone)
-        two = MODEL(**batch)
+        one = shared_model()(**alone)
+        two = shared_model()(**batch)
     assert torch.isfinite(one.logits).all() and one.logits.shape == (1, 7)
     torch.testing.assert_close(two.logits[1], one.logits[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(MODEL(**alone).logits, one.logits, atol=0, rtol=0)  # deterministic
+    # The track score is the mean of the window probabilities (the tiny model is multi-label).
+    mean_probability = one.window_logits[0][one.window_mask[0]].sigmoid().mean(dim=0)
+    torch.testing.assert_close(one.logits[0].sigmoid(), mean_probability, atol=1e-6, rtol=0)
 
 
 # -- safe loading ----------------------------------------------------------------------------------------------------
@@ -217,12 +227,13 @@ IMPORT_AUDIT = textwrap.dedent(
         elif event == "open" and isinstance(args[0], str) and len(args) > 1 and args[1] and any(c in str(args[1]) for c in "wax+"):
             events.append(("open-for-writing", args[0]))
     sys.addaudithook(audit)
-    import configuration_maest, feature_extraction_maest, modeling_maest
+    import configuration_maest, feature_extraction_maest, modeling_maest, audio_maest, pipeline_maest
     print(repr(events))
     """
 )
 
 
+@pytest.mark.slow
 def test_importing_the_remote_code_spawns_nothing_and_writes_nothing():
     run = subprocess.run([sys.executable, "-c", IMPORT_AUDIT, str(ROOT)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -230,15 +241,17 @@ def test_importing_the_remote_code_spawns_nothing_and_writes_nothing():
 
 
 def test_remote_code_has_no_network_or_process_code_at_module_level():
-    """Only feature_extraction_maest may run ffmpeg, and only inside load_audio (at call time)."""
+    """Only audio_maest may run ffmpeg, and only inside load_audio (at call time)."""
     import ast
 
-    for name in ("configuration_maest.py", "modeling_maest.py", "feature_extraction_maest.py"):
+    from configuration_maest import MAEST_CODE_FILES
+
+    for name in MAEST_CODE_FILES:
         tree = ast.parse((ROOT / name).read_text())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not imported & {"requests", "httpx", "urllib", "socket", "http"}, name
-        if name != "feature_extraction_maest.py":
+        if name != "audio_maest.py":
             assert "subprocess" not in imported, name
 
 
@@ -297,6 +310,7 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_length_beyond_the_features():
     peaks = {}
     for minutes in (10, 60):
