@@ -46,7 +46,7 @@ ROOT = SCRIPTS.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_PRESETS, MaestConfig  # noqa: E402
+from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_CODE_FILES, MAEST_PRESETS, MaestConfig  # noqa: E402
 from modeling_maest import MaestForAudioClassification  # noqa: E402
 
 
@@ -64,7 +64,7 @@ VIT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 
 
 LABELS_DIR = SCRIPTS / "labels"
 LABEL_FILES = {400: "discogs_400_labels.json", 519: "discogs_519_labels.json"}
-CODE_FILES = ("configuration_maest.py", "modeling_maest.py", "feature_extraction_maest.py")
+CODE_FILES = MAEST_CODE_FILES
 MODEL_CARD_TEMPLATE = SCRIPTS / "model_card_template.md"
 OUTPUT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *CODE_FILES)
 AUTO_MAP = {

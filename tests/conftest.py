@@ -85,7 +85,3 @@ def tiny_model(seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return MaestForAudioClassification(tiny_config(**overrides)).eval()
 
-
-def pytest_configure(config):
-    """Register the `slow` marker (tests over about 5 s; deselect them with `-m "not slow"`)."""
-    config.addinivalue_line("markers", "slow: a test that takes more than about 5 s")
