@@ -20,6 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    # Tests over 5 s on one core; `pytest -m "not slow"` is the quick loop, plain `pytest` runs everything.
+    config.addinivalue_line("markers", "slow: takes more than 5 s on one CPU core")
+
+
 @pytest.fixture(scope="session")
 def flac_path() -> Path:
     """A 30 s, 16 kHz mono FLAC clip of real music."""

@@ -10,9 +10,7 @@ The tensors come from `reference_maest.random_release_state_dict`; the AST layou
 [cls; dist; freq_pos[f] + time_pos[t] frequency-major]).
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -21,20 +19,9 @@ from reference_maest import random_release_state_dict, release_to_ast_layout
 from safetensors.torch import save_file
 
 
-def load_converter():
-    """scripts/convert_maest_checkpoint.py as a module (scripts/ is not a package)."""
-    name = "convert_maest_checkpoint"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def label_list(count: int) -> list[str]:
     """The shipped Discogs label list of 400 or 519 names."""
-    return json.loads((ROOT / "scripts" / "labels" / f"discogs_{count}_labels.json").read_text())
+    return json.loads((ROOT / "maest_tools" / "labels" / f"discogs_{count}_labels.json").read_text())
 
 
 def max_length_for(time_positions: int) -> int:

@@ -11,7 +11,7 @@ CODE_FILES = ("configuration_maest.py", "modeling_maest.py", "feature_extraction
 
 
 def discogs_400_labels() -> list[str]:
-    return json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    return json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
 
 
 def save_tiny_repo(folder: Path, seed: int = 0, **overrides) -> Path:

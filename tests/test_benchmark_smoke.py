@@ -6,6 +6,7 @@ not depend on the machine (FLOP counts, parity with Essentia, agreement with tra
 
 import json
 import math
+import operator
 import subprocess
 import sys
 
@@ -76,8 +77,15 @@ def test_frontend_rows(quick_run):
         assert len(row["times_s"]) == 1 and finite_positive(row["audio_s_per_s"])
     ours = [row for row in rows if row["key"] == "maest"]
     assert all(row["max_abs_error_vs_essentia"] < 1e-4 for row in ours)  # the project's parity claim
-    essentia = [row for row in rows if row["key"] == "essentia"]
-    assert all(row["x_essentia"] == pytest.approx(1.0) for row in essentia)
+    # Throughputs and ratios follow from the timings in the JSON: audio seconds / median seconds, and each
+    # contender's throughput over Essentia's on the same audio.
+    essentia = {row["audio_s"]: row for row in rows if row["key"] == "essentia"}
+    assert essentia
+    for row in rows:
+        assert row["audio_s_per_s"] == pytest.approx(row["audio_s"] / row["median_s"], rel=1e-12)
+        assert row["x_essentia"] == pytest.approx(
+            row["audio_s_per_s"] / essentia[row["audio_s"]]["audio_s_per_s"], rel=1e-12
+        )
     # The periodic/float64-corner free transformers.audio_utils variant is close, but not within Essentia's 1e-4.
     hf = [row for row in rows if row["key"] == "audio_utils"]
     assert all(0 < row["max_abs_error_vs_essentia"] < 1e-2 for row in hf)
@@ -102,9 +110,12 @@ def test_other_sections(quick_run):
     patchout = {row["inference_patchout_time"]: row for row in results["patchout"]["rows"]}
     assert [patchout[n]["tokens"] for n in (1, 2, 3)] == [2 + 9 * 62, 2 + 9 * 31, 2 + 9 * 21]
     lowprec = {row["path"]: row for row in results["lowprec"]["rows"]}
-    assert lowprec["float32"]["prob_max_abs_dev"] == 0.0
+    # float32 against an independent float64 run: rounding only, far below what low precision costs.
+    float32_rounding = lowprec["float32"]["prob_max_abs_dev_vs_float64"]
+    assert 0 < float32_rounding < 1e-5
     for name in ("bfloat16", "int8_dynamic"):
         assert 0 < lowprec[name]["prob_mean_abs_dev"] <= lowprec[name]["prob_max_abs_dev"] < 0.5
+        assert lowprec[name]["prob_max_abs_dev_vs_float64"] > 10 * float32_rounding
         assert finite_positive(lowprec[name]["speedup_vs_float32"])
     assert results["lowprec"]["caveat"]  # random weights: the caveat is stated
     track = {row["key"]: row for row in results["track"]["rows"]}
@@ -120,9 +131,15 @@ def test_targets(quick_run):
     results, _ = quick_run
     targets = {target["key"]: target for target in results["targets"]}
     assert set(targets) == {key for key, *_ in bench.TARGETS}
-    for target in targets.values():
+    compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+    for key, _description, comparison, threshold in bench.TARGETS:
+        target = targets[key]
         assert target["value"] is not None, target
-        assert isinstance(target["met"], bool)
+        assert target["met"] is compare[comparison](target["value"], threshold), target
+    # The values come from the sections' rows.
+    ours = [row for row in results["frontend"]["rows"] if row["key"] == "maest"]
+    assert targets["frontend_parity"]["value"] == max(row["max_abs_error_vs_essentia"] for row in ours)
+    assert targets["frontend_vs_essentia"]["value"] == min(row["x_essentia"] for row in ours)
 
 
 def test_markdown_report(quick_run):

@@ -1,13 +1,11 @@
-"""scripts/probe.py: track embeddings of a frozen MAEST block, their on-disk cache, and the MLP probe."""
+"""maest_tools.probe (maest-probe): track embeddings of a frozen MAEST block, their on-disk cache, and the MLP probe."""
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from hub_utils import save_tiny_repo
 from labelled_clips import cut_clips, multi_label_sets, write_csv
 
@@ -15,8 +13,7 @@ from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestModel, window_starts
 
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import probe  # noqa: E402
+from maest_tools import probe
 
 
 TINY_WINDOW = 126
