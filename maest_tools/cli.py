@@ -103,6 +103,15 @@ def resolve_block(block: int | None, num_hidden_layers: int) -> int:
     return block % num_hidden_layers
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse a tool's command line and send its log messages (`logging.INFO` and up) to stderr, one per line."""
+    import logging
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return args
+
+
 def run_main(main: Callable, argv: Sequence[str] | None, prog: str) -> int:
     """Run a tool's `main(argv)`; bad input (ValueError, FileNotFoundError) prints one line `PROG: error: ...` to
     stderr and gives exit status 2 (`EXIT_USAGE`); an int returned by `main` is the exit status, anything else 0."""

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Convert a MAEST checkpoint into a Hugging Face MAEST model folder, check it numerically, optionally push it.
 

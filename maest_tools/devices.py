@@ -10,6 +10,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 """Model weight dtypes a tool accepts (`--dtype`); features stay float32 up to the model."""
 
 
+def add_device_argument(parser, what: str) -> None:
+    """The `--device` option of the training tools: auto, cpu, cuda or mps; `what` says what runs there."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help=f"Where {what}; auto picks a GPU when there is one.")  # fmt: skip
+
+
 def accelerator_available() -> bool:
     """A CUDA GPU or Apple's MPS backend is usable."""
     import torch

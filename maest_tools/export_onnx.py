@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Export MAEST to ONNX: one analysis window in, the window's logits and the paper's embedding out.
 
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add = parser.add_argument
     add("--model", required=True,
-        help="folder (or Hub id) of a MAEST model loadable with MaestForAudioClassification.from_pretrained")  # fmt: skip
+        help="folder or Hub id of a MAEST model (MaestForAudioClassification.from_pretrained)")  # fmt: skip
     add("--output", required=True, help="the .onnx file to write")
     add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")
     add_block_argument(parser, "the embedding output")

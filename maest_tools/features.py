@@ -60,5 +60,6 @@ def load_feature_extractor(model_name_or_path: str | None = None):
     try:
         return MaestFeatureExtractor.from_pretrained(model_name_or_path)
     except OSError:
-        logger.warning("%s has no preprocessor_config.json; using MaestFeatureExtractor's defaults.", model_name_or_path)
+        logger.warning("%s has no preprocessor_config.json; using MaestFeatureExtractor's defaults.",
+                       model_name_or_path)  # fmt: skip
         return MaestFeatureExtractor()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Fine-tune MAEST on your own labelled audio files and save a model folder that loads through the pipeline.
 
@@ -41,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import DEFAULT_MODEL, non_negative_int, positive, run_main
-from .devices import accelerator_available, resolve_device
+from .cli import DEFAULT_MODEL, non_negative_int, parse_arguments, positive, run_main
+from .devices import accelerator_available, add_device_argument, resolve_device
 from .features import decode_features, load_feature_extractor
 from .files import file_fingerprint, save_npy
 from .hub import push_folder, save_model_folder
@@ -338,8 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "multi-label, accuracy for single-label); 0 = never stop early.")
     training.add_argument("--seed", type=int, default=0, help="Seed of the split, the initial head, the crops and "
                           "the batches.")
-    training.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                          help="Where to train; auto picks a GPU when there is one.")
+    add_device_argument(training, "the model trains")
     training.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (recent GPUs).")
     training.add_argument("--keep-checkpoints", action="store_true", help="Keep the per-epoch Trainer checkpoints "
                           "in OUTPUT_DIR/checkpoints (removed by default).")
@@ -365,8 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run fine-tuning; returns the contents of metrics.json. Raises ValueError / FileNotFoundError on bad input."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_arguments(build_parser(), argv)
     if not 0 <= args.warmup_ratio < 1:
         raise ValueError(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}.")
     if args.private and not args.push_to_hub:

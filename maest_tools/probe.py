@@ -1,20 +1,19 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Linear-probe-style evaluation of MAEST: a small MLP trained on frozen track embeddings (the paper's protocol).
 
-Each audio file becomes one track embedding: the output of one transformer block (`--block`, 0-based, default the middle
-block: 6 = the 7th of MAEST's 12) of the frozen model, `concat(CLS, distillation, mean of the patch tokens)` (3 x 768 = 2304 values),
-averaged over the track's analysis windows (`MaestModel.embed`). A probe `Linear(2304 -> hidden) -> ReLU -> Dropout
--> Linear(hidden -> labels)` on standardised embeddings is trained with Adam on the training files, with early
-stopping on the validation score (ROC-AUC for multi-label, accuracy for single-label).
+Each audio file becomes one track embedding: the output of one transformer block (`--block`, 0-based, default the
+middle block: 6 = the 7th of MAEST's 12) of the frozen model, `concat(CLS, distillation, mean of the patch tokens)`
+(3 x 768 = 2304 values), averaged over the track's analysis windows (`MaestModel.embed`). A probe
+`Linear(2304 -> hidden) -> ReLU -> Dropout -> Linear(hidden -> labels)` on standardised embeddings is trained with
+Adam on the training files, with early stopping on the validation score (ROC-AUC for multi-label, accuracy for single-label).
 
 Embeddings are cached on disk (`--cache-dir`, default `OUTPUT_DIR/embedding_cache`), one `.npy` per file, keyed by
 the model (path or Hub commit, weight files, configuration), the block, the feature extractor settings and the
 audio file (path, size, modification time); a second probe on the same files and model reads them instead of
 running the model. Entries are written as soon as they are computed, so an interrupted run resumes.
 
-Data (`--data`, `--val-data`, `--single-label`, `--val-fraction`, `--seed`) work as in `maest-finetune` (`maest_tools.labelled`): a
-`path,labels` CSV (labels separated by ';') or a folder with one sub-folder per label.
+Data (`--data`, `--val-data`, `--single-label`, `--val-fraction`, `--seed`) work as in `maest-finetune`
+(`maest_tools.labelled`): a `path,labels` CSV (labels separated by ';') or a folder with one sub-folder per label.
 
 Output (`--output-dir`): `metrics.json` (per-epoch training loss and validation loss and metrics, the best epoch and
 its metrics, cache statistics), `probe.safetensors` + `probe_config.json` (load with `load_probe`).
@@ -40,8 +39,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cli import DEFAULT_MODEL, add_block_argument, non_negative_int, positive, resolve_block, run_main
-from .devices import resolve_device
+from .cli import (
+    DEFAULT_MODEL,
+    add_block_argument,
+    non_negative_int,
+    parse_arguments,
+    positive,
+    resolve_block,
+    run_main,
+)
+from .devices import add_device_argument, resolve_device
 from .features import decode_features, load_feature_extractor
 from .files import file_fingerprint, save_npy
 from .labelled import (
@@ -321,16 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "a better validation score; 0 = run all --epochs.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the probe's initial weights and "
                         "the batch order.")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                        help="Where the embeddings are computed (the probe trains on the CPU).")
+    add_device_argument(parser, "the embeddings are computed (the probe trains on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the probe; returns the contents of metrics.json. Raises ValueError / FileNotFoundError on bad input."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_arguments(build_parser(), argv)
     if not 0 <= args.dropout < 1:
         raise ValueError(f"--dropout is a probability in [0, 1), got {args.dropout}.")
     device = resolve_device(args.device)

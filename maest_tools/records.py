@@ -124,7 +124,7 @@ def read_jsonl(path: str) -> list[dict]:
                 f"{path}, line {number}, is not a JSON record ({error}); fix or remove that line."
             ) from None
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            raise UsageError(f"{path}, line {number}, is not a maest_tag record (no 'path'); fix or remove that line.")
+            raise UsageError(f"{path}, line {number}, is not a maest-tag record (no 'path'); fix or remove that line.")
         records.append(record)
     return records
 

@@ -1,7 +1,9 @@
-#!/usr/bin/env python
+# Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """maest-tag: tag (and embed) a music collection with MAEST, on one machine or many.
 
     maest-tag ~/Music --output tags.jsonl        # or: python -m maest_tools.tag ...
+
+The library entry is `main(argv)` (returns the exit status); `cli()` is the installed command.
 
 Every audio file found (files, folders searched recursively by extension, or a ``--file-list``) is decoded with
 ffmpeg (mean downmix to mono, soxr resampling to 16 kHz) in DataLoader worker processes, turned into MAEST's
@@ -40,9 +42,10 @@ Embeddings. ``--embeddings track`` stores the paper's embedding of each track (a
 before the final norm: concat(CLS, distillation, mean of the patch tokens), ``3 * hidden_size`` = 2304 float32
 values for MAEST, averaged over the windows) as a ``(3 * hidden_size,)`` array; ``--embeddings windows`` stores
 one row per analysis window, ``(windows, 3 * hidden_size)``, window ``w`` starting at frame
-``window_starts(frames, max_length, window_hop)[w]`` (``configuration_maest.FRAMES_PER_SECOND`` frames per second). Each track gets its own file
-``OUTPUT.embeddings/<h[:2]>/<h>.npy`` where ``h`` is the SHA-1 of the record's path (UTF-8), so shards and
-machines never collide and folders from several machines merge by copying.
+``window_starts(frames, max_length, window_hop)[w]`` (``configuration_maest.FRAMES_PER_SECOND`` = 62.5 frames per
+second). Each track gets its own file ``OUTPUT.embeddings/<h[:2]>/<h>.npy`` where ``h`` is the SHA-1 of the
+record's path (UTF-8), so shards and machines never collide and folders from several machines merge by copying.
+The records and their files are handled by `maest_tools.records`.
 
 Distribution. With ``torchrun --nproc_per_node N -m maest_tools.tag ...`` (one or many nodes) the sorted inputs
 are cut into blocks of ``--batch-size`` files and rank ``r`` of ``W`` takes the blocks ``b`` with ``b % W == r``;
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(windows, 3*hidden); float32 .npy files in OUTPUT.embeddings/ (default: none)")  # fmt: skip
     add_block_argument(parser, "the embedding (with --embeddings)")
     add("--hop", type=positive_int, default=None, metavar="FRAMES",
-        help="hop between analysis windows in mel frames (FRAMES_PER_SECOND = 62.5 per second), 1..max_length (default: the "
+        help="hop between analysis windows in mel frames (62.5 per second), 1..max_length (default: the "
         "model's window_hop, 625 for the 10 s models)")  # fmt: skip
     add("--batch-size", type=positive_int, default=8, metavar="N",
         help="tracks per model call (default 8); their windows run in chunks of --windows-per-batch")  # fmt: skip

@@ -54,6 +54,7 @@ def finite_positive(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_json_has_every_section_and_the_machine(quick_run):
     results, _ = quick_run
     assert results["schema_version"] == bench.SCHEMA_VERSION
@@ -69,6 +70,7 @@ def test_json_has_every_section_and_the_machine(quick_run):
         assert finite_positive(results[section]["section_wall_s"])
 
 
+@pytest.mark.slow
 def test_frontend_rows(quick_run):
     results, _ = quick_run
     rows = results["frontend"]["rows"]
@@ -91,6 +93,7 @@ def test_frontend_rows(quick_run):
     assert all(0 < row["max_abs_error_vs_essentia"] < 1e-2 for row in hf)
 
 
+@pytest.mark.slow
 def test_model_rows_and_agreement_with_ast(quick_run):
     results, _ = quick_run
     model = results["model"]
@@ -105,6 +108,7 @@ def test_model_rows_and_agreement_with_ast(quick_run):
         assert agreement["max_abs_logit_diff_eager_vs_sdpa"] < 1e-4
 
 
+@pytest.mark.slow
 def test_other_sections(quick_run):
     results, _ = quick_run
     patchout = {row["inference_patchout_time"]: row for row in results["patchout"]["rows"]}
@@ -127,6 +131,7 @@ def test_other_sections(quick_run):
     assert memory["audio_s"] == pytest.approx(60.0)
 
 
+@pytest.mark.slow
 def test_targets(quick_run):
     results, _ = quick_run
     targets = {target["key"]: target for target in results["targets"]}
@@ -142,6 +147,7 @@ def test_targets(quick_run):
     assert targets["frontend_vs_essentia"]["value"] == min(row["x_essentia"] for row in ours)
 
 
+@pytest.mark.slow
 def test_markdown_report(quick_run):
     results, markdown = quick_run
     for heading in (
@@ -186,7 +192,7 @@ def test_flop_formula_matches_torch_flop_counter(frames, step):
 
 
 def test_full_size_flops_match_the_published_figures():
-    # MAEST_FACTS section 6: about 105 GFLOP per 10 s window and 390 GFLOP per 30 s window.
+    # The MAEST paper's figures: about 105 GFLOP per 10 s window and 390 GFLOP per 30 s window.
     from configuration_maest import MaestConfig
 
     _, ten = bench.window_flops(MaestConfig(), 626)

@@ -1,7 +1,7 @@
 """maest_tools.convert (maest-convert) and loading the published checkpoints as they are.
 
 Every numerical claim is checked against `reference_maest.reference_forward`, a plain-torch float64 forward of
-MAEST_FACTS section 2 run on the raw release tensors the checkpoints were written from, on logits AND on the hidden
+MAEST (patch embedding, factorised positions, pre-norm blocks, CLS/distillation head) run on the raw release tensors the checkpoints were written from, on logits AND on the hidden
 state of every token after the embeddings and after every block (logits alone would hide token-order bugs), at the
 full window and at a shorter input.
 """
@@ -159,6 +159,7 @@ def test_519_labels_and_30_second_window(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["safetensors", "bin"])
 def test_published_folder_loads_as_is_and_converts(tmp_path, weights):
     state = release_state(hidden=128, layers=2, time_positions=6, labels=400, intermediate=93, seed=3)
@@ -267,6 +268,7 @@ def test_every_published_variant_is_recognised():
     assert variant is None and "pass --arch" in note
 
 
+@pytest.mark.slow
 def test_full_size_checkpoint_with_arch(tmp_path, capsys):
     """A ViT-Base release file with the shapes of discogs-maest-5s-pw-129e, through the command line."""
     state = release_state(hidden=768, layers=12, time_positions=31, labels=400, intermediate=3072, seed=6)
@@ -486,6 +488,7 @@ def test_push_to_hub_uploads_the_checked_folder(tmp_path, monkeypatch, capsys):
     assert "--private only applies with --push-to-hub" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_script_runs_standalone(tmp_path):
     checkpoint = write_release_checkpoint(tmp_path / "m.ckpt", release_state(hidden=64, layers=1))
     run = subprocess.run(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, tiny_model
-from hub_utils import CODE_FILES, save_tiny_repo
-from labelled_clips import cut_clips, multi_label_sets, write_csv, write_wav
+from hub_utils import CODE_FILES
+from labelled_clips import labelled_fixtures, multi_label_sets, write_csv, write_wav
 
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification
@@ -29,21 +29,9 @@ MULTI_LABELS = ["electronic", "opening", "orchestral"]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("finetune")
-
-
-@pytest.fixture(scope="module")
-def pieces(workdir):
-    """18 five-second WAVs: 6 electronic, 12 orchestral (6 of them decoded from the 44.1 kHz stereo OGG)."""
-    return cut_clips(workdir / "clips")
-
-
-@pytest.fixture(scope="module")
-def base_repo(workdir):
-    """A tiny MAEST folder with the 400 Discogs labels and 2 s windows, saved as a user would publish it."""
-    return save_tiny_repo(workdir / "base-model", max_length=TINY_WINDOW, window_hop=TINY_WINDOW - 1)
+# workdir, 18 five-second WAVs (6 electronic, 12 orchestral, 6 of them decoded from the 44.1 kHz stereo OGG) and a
+# tiny MAEST folder with the 400 Discogs labels and 2 s windows.
+workdir, pieces, base_repo = labelled_fixtures("finetune", max_length=TINY_WINDOW, window_hop=TINY_WINDOW - 1)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +254,7 @@ def training_arguments(tmp_path, **overrides):
     return TrainingArguments(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("single_label", [False, True], ids=["multi-hot-float", "int-index"])
 def test_trainer_loss_decreases(single_label, base_repo, pieces, features, tmp_path):
     """A few Trainer steps on random 2 s crops (with patchout) lower the whole-track loss of those tracks."""
@@ -299,6 +288,7 @@ def test_trainer_loss_decreases(single_label, base_repo, pieces, features, tmp_p
     assert after[f"eval_{metric}"] >= before[f"eval_{metric}"]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """Two accumulated batches of 2 give the same SGD step as one batch of 4 (the loss is divided by the steps)."""
     rng = np.random.default_rng(0)
@@ -424,6 +414,7 @@ def track_logits(model, extractor, path):
         return model(**inputs).logits[0]
 
 
+@pytest.mark.slow
 def test_finetune_multi_label_end_to_end(base_repo, multi_csv, workdir, tmp_path, monkeypatch):
     output = workdir / "maest-multi-finetuned"
     metrics = finetune.main([
@@ -497,6 +488,7 @@ class FakeHfApi:
         return "https://huggingface.co/me/genres/commit/0"
 
 
+@pytest.mark.slow
 def test_finetune_single_label_folder_frozen_encoder_and_push(base_repo, genre_folder, workdir, tmp_path, monkeypatch):
     import huggingface_hub
 

@@ -137,6 +137,7 @@ def _assert_records_match(records, expected):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_records_match_an_independent_computation(full_run, collection, reference, model_dir):
     code, output, records = full_run
     assert code == 1  # two files cannot be tagged
@@ -170,6 +171,7 @@ def test_records_match_an_independent_computation(full_run, collection, referenc
     assert flac["labels"][0]["label"] == ogg["labels"][0]["label"]
 
 
+@pytest.mark.slow
 def test_summary_line_exit_status_and_no_overwrite(full_run, collection, model_dir, capsys):
     _code, output, _records = full_run
     code, err = run_main([collection, "--model", model_dir, "--output", output, "-q"], capsys)
@@ -205,6 +207,7 @@ def test_threshold_and_top_k(collection, model_dir, reference, tmp_path, capsys)
     assert len(labels) == 400 and sorted(x["label"] for x in labels) == sorted(id2label.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extension", [".csv", ".parquet"])
 def test_output_formats_round_trip(full_run, collection, model_dir, tmp_path, capsys, extension):
     _code, _output, expected = full_run
@@ -240,6 +243,7 @@ def test_a_failed_final_write_keeps_the_journal(collection, model_dir, tmp_path,
     assert code == 0 and tag_records.read_records(str(tmp_path / "tags.csv"))[0]["path"].endswith("caf\udce9.flac")
 
 
+@pytest.mark.slow
 def test_resume_redoes_only_missing_records(full_run, collection, model_dir, tmp_path, capsys):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
@@ -266,6 +270,7 @@ def test_resume_redoes_only_missing_records(full_run, collection, model_dir, tmp
     assert again[1]["labels"] == [{"label": "sentinel", "score": 0.5}]
 
 
+@pytest.mark.slow
 def test_interrupted_csv_run_loses_nothing(full_run, collection, model_dir, tmp_path, capsys, monkeypatch):
     _code, _output, expected = full_run
     output = tmp_path / "tags.csv"
@@ -292,6 +297,7 @@ def test_interrupted_csv_run_loses_nothing(full_run, collection, model_dir, tmp_
     _assert_records_match(tag_records.read_records(str(output)), expected)
 
 
+@pytest.mark.slow
 def test_shards_and_merge_equal_the_full_run(full_run, collection, model_dir, tmp_path, capsys):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
@@ -314,6 +320,7 @@ def test_shards_and_merge_equal_the_full_run(full_run, collection, model_dir, tm
     assert tag_records.shard_journals(str(output)) == {}
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(full_run, collection, model_dir, tmp_path):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
@@ -329,6 +336,7 @@ def test_torchrun_two_processes_equal_one_process(full_run, collection, model_di
     assert "file/s" in result.stderr and "audio" in result.stderr  # rank 0's progress bar
 
 
+@pytest.mark.slow
 def test_embeddings_track_and_windows(collection, model_dir, reference, tmp_path, capsys):
     files = _paths(collection, ["orchestral.flac", "sub/deeper/noise.wav", "bad.mp3"])
     model = reference["model"]
@@ -459,6 +467,7 @@ def test_usage_errors_are_clear(collection, model_dir, tmp_path, capsys):
     assert exit_info.value.code == 2 and "0 <= I <= N-1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_offline_default_model_error(collection, tmp_path):
     env = {**SUBPROCESS_ENV, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_cache"),
            "HF_HOME": str(tmp_path)}  # fmt: skip

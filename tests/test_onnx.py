@@ -26,6 +26,9 @@ COMMAND = [sys.executable, "-m", "maest_tools.export_onnx"]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+# Every test but the argument checks runs on the module's exported file, whose export and check take about 25 s.
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-4
 BLOCK = 0  # the tiny model has 2 blocks: block 0 is not the last, so a wrong block cannot pass
 
