@@ -6,10 +6,12 @@
 
 import importlib
 import signal
-import tomllib
 
 import pytest
 from conftest import ROOT
+
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python >= 3.11's tomllib")
 
 
 def entry_points() -> dict[str, str]:
