@@ -251,7 +251,7 @@ def model_config(args, max_length: int) -> MaestConfig:
     kwargs = {"max_length": max_length, "num_labels": 400, "problem_type": "multi_label_classification"}
     if args.quick:
         kwargs.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    labels = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    labels = json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
     if len(labels) == kwargs["num_labels"]:
         kwargs["id2label"] = dict(enumerate(labels))
         kwargs["label2id"] = {label: index for index, label in enumerate(labels)}
@@ -273,16 +273,9 @@ def user_or_random_model(args, max_length: int = 626) -> tuple[MaestForAudioClas
 
 def save_repo(model: MaestForAudioClassification, folder: Path) -> Path:
     """Save `model` as a remote-code repository (weights, config, feature extractor, this checkout's code)."""
-    from configuration_maest import MaestConfig as Config
+    from maest_tools.hub import save_model_folder
 
-    Config.register_for_auto_class()
-    MaestForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
-    MaestFeatureExtractor.register_for_auto_class()
-    model.config.custom_pipelines = json.loads((ROOT / "config.json").read_text())["custom_pipelines"]
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    MaestFeatureExtractor().save_pretrained(folder)
-    return folder
+    return save_model_folder(model, folder)
 
 
 def window_flops(config: MaestConfig, frames: int, time_step: int = 1) -> tuple[int, float]:
@@ -303,23 +296,11 @@ def ast_twin(model: MaestForAudioClassification, folder: Path):
     """transformers' ASTForAudioClassification (sdpa) loaded from `model`'s saved weights, with the same sizes."""
     from transformers import ASTConfig, ASTForAudioClassification
 
+    from maest_tools.convert import AST_CONFIG_FIELDS
+
     config = model.config
     model.save_pretrained(folder)
-    ast_config = ASTConfig(
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act=config.hidden_act,
-        patch_size=config.patch_size,
-        qkv_bias=config.qkv_bias,
-        frequency_stride=config.frequency_stride,
-        time_stride=config.time_stride,
-        max_length=config.max_length,
-        num_mel_bins=config.num_mel_bins,
-        layer_norm_eps=config.layer_norm_eps,
-        num_labels=config.num_labels,
-    )
+    ast_config = ASTConfig(**{name: getattr(config, name) for name in AST_CONFIG_FIELDS})
     ast, info = ASTForAudioClassification.from_pretrained(
         folder, config=ast_config, attn_implementation="sdpa", output_loading_info=True
     )
@@ -710,10 +691,15 @@ def bench_low_precision(args, device: torch.device) -> dict:
     extractor = MaestFeatureExtractor()
     probabilities: dict[str, list[torch.Tensor]] = {name: [] for name, (m, _, _) in paths.items() if m is not None}
     logits: dict[str, list[torch.Tensor]] = {name: [] for name in probabilities}
+    # A float64 copy gives the rounding-free probabilities: float32's own deviation is measured against it.
+    float64_model = copy.deepcopy(base).to(torch.float64)
+    float64_probabilities = []
     for clip in clips:
         features = extractor(str(clip), return_tensors="pt")["input_values"]
         if args.quick:
             features = features[:, : 2 * frames]
+        with torch.inference_mode():
+            float64_probabilities.append(float64_model(features.to(device, torch.float64)).logits.cpu().sigmoid())
         for name in probabilities:
             model, dtype, _ = paths[name]
             with torch.inference_mode():
@@ -724,6 +710,8 @@ def bench_low_precision(args, device: torch.device) -> dict:
     reference_time = timings["float32"].get("median_s")
     reference_probs = torch.cat(probabilities["float32"])
     reference_logits = torch.cat(logits["float32"])
+    exact_probs = torch.cat(float64_probabilities)
+    del float64_model
     for name, (model, dtype, how) in paths.items():
         row = {"path": name, "how": how, "compute_dtype": str(dtype).replace("torch.", "")}
         if model is None:
@@ -740,6 +728,7 @@ def bench_low_precision(args, device: torch.device) -> dict:
         row["prob_mean_abs_dev"] = float(deviation.mean())
         row["logit_max_abs_dev"] = float(logit_deviation.max())
         row["logit_mean_abs_dev"] = float(logit_deviation.mean())
+        row["prob_max_abs_dev_vs_float64"] = float((torch.cat(probabilities[name]).double() - exact_probs).abs().max())
         rows.append(row)
     return {
         "device": str(device),

@@ -1,18 +1,16 @@
-"""Writers of MAEST checkpoints in the two published forms (MAEST_FACTS section 3), for the converter tests.
+"""Writers of MAEST checkpoints in the two published forms, for the converter tests.
 
 * release files of the training repository: a plain state dict, or a Lightning checkpoint whose `state_dict` keys
-  carry `net.` and `net_swa.` prefixes (3a);
+  carry `net.` and `net_swa.` prefixes;
 * published mtg-upf folders: transformers AST `config.json`, `model.safetensors` or `pytorch_model.bin` with the
-  pre-5.0 AST key names, and their `preprocessor_config.json` (3b).
+  pre-5.0 AST key names, and their `preprocessor_config.json`.
 
 The tensors come from `reference_maest.random_release_state_dict`; the AST layout from
 `reference_maest.release_to_ast_layout` (qkv rows stacked [query; key; value]; position table
 [cls; dist; freq_pos[f] + time_pos[t] frequency-major]).
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -21,20 +19,9 @@ from reference_maest import random_release_state_dict, release_to_ast_layout
 from safetensors.torch import save_file
 
 
-def load_converter():
-    """scripts/convert_maest_checkpoint.py as a module (scripts/ is not a package)."""
-    name = "convert_maest_checkpoint"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def label_list(count: int) -> list[str]:
     """The shipped Discogs label list of 400 or 519 names."""
-    return json.loads((ROOT / "scripts" / "labels" / f"discogs_{count}_labels.json").read_text())
+    return json.loads((ROOT / "maest_tools" / "labels" / f"discogs_{count}_labels.json").read_text())
 
 
 def max_length_for(time_positions: int) -> int:
@@ -49,15 +36,8 @@ def release_state(hidden=128, layers=2, time_positions=6, labels=400, intermedia
     to tens; scaled, the hidden states stay within about 10, like the 32-wide models of the other tests, so that
     float32 rounding alone stays well under the 1e-4 tolerance.
     """
-    state = random_release_state_dict(
-        hidden_size=hidden,
-        num_layers=layers,
-        freq_patches=freq_patches,
-        time_positions=time_positions,
-        num_labels=labels,
-        intermediate_size=intermediate,
-        seed=seed,
-    )
+    # random_release_state_dict(hidden_size, num_layers, freq_patches, time_positions, num_labels, intermediate_size)
+    state = random_release_state_dict(hidden, layers, freq_patches, time_positions, labels, intermediate, seed)
     factor = (32 / hidden) ** 0.5
     for key, value in state.items():
         if key.startswith("blocks.") and key.endswith(".weight") and value.dim() == 2:
@@ -96,7 +76,7 @@ def infer_sizes(state: dict) -> dict:
     )
 
 
-# The preprocessor_config.json of the published mtg-upf repositories (MAEST_FACTS 3b): their own extractor class.
+# The preprocessor_config.json of the published mtg-upf repositories: their own extractor class.
 PUBLISHED_PREPROCESSOR = {
     "auto_map": {"AutoFeatureExtractor": "feature_extraction_maest.MAESTFeatureExtractor"},
     "do_normalize": True,
@@ -116,6 +96,40 @@ PUBLISHED_PREPROCESSOR = {
 }
 
 
+# The config.json of the published mtg-upf repositories (transformers AST names), here of the 20 s model.
+PUBLISHED_CONFIG = {
+    "architectures": ["ASTForAudioClassification"],
+    "model_type": "audio-spectrogram-transformer",
+    "attention_probs_dropout_prob": 0.0,
+    "frequency_stride": 10,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-06,
+    "max_length": 1256,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "num_mel_bins": 96,
+    "patch_size": 16,
+    "qkv_bias": True,
+    "time_stride": 10,
+    "torch_dtype": "float32",
+    "transformers_version": "4.33.0.dev0",
+}
+
+
+def published_config(labels: list[str], **sizes) -> dict:
+    """`PUBLISHED_CONFIG` with other `sizes` (hidden_size, max_length, ...) and the labels as id2label / label2id."""
+    return dict(
+        PUBLISHED_CONFIG,
+        **sizes,
+        id2label={str(i): label for i, label in enumerate(labels)},
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
 def write_published_folder(folder: Path, state: dict, labels: list[str], weights: str = "safetensors") -> Path:
     """Write `state` as a published mtg-upf repository: AST config.json, AST-layout weights, preprocessor config.
 
@@ -125,29 +139,14 @@ def write_published_folder(folder: Path, state: dict, labels: list[str], weights
     folder.mkdir(parents=True, exist_ok=True)
     sizes = infer_sizes(state)
     hidden = sizes["hidden"]
-    config = {
-        "architectures": ["ASTForAudioClassification"],
-        "model_type": "audio-spectrogram-transformer",
-        "attention_probs_dropout_prob": 0.0,
-        "frequency_stride": 10,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0,
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": sizes["intermediate"],
-        "layer_norm_eps": 1e-06,
-        "max_length": max_length_for(sizes["time_positions"]),
-        "num_attention_heads": hidden // 64,
-        "num_hidden_layers": sizes["layers"],
-        "num_mel_bins": 96,
-        "patch_size": 16,
-        "qkv_bias": True,
-        "time_stride": 10,
-        "id2label": {str(i): label for i, label in enumerate(labels)},
-        "label2id": {label: i for i, label in enumerate(labels)},
-        "torch_dtype": "float32",
-        "transformers_version": "4.33.0.dev0",
-    }
+    config = published_config(
+        hidden_size=hidden,
+        intermediate_size=sizes["intermediate"],
+        max_length=max_length_for(sizes["time_positions"]),
+        num_attention_heads=hidden // 64,
+        num_hidden_layers=sizes["layers"],
+        labels=labels,
+    )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     tensors = release_to_ast_layout(state)
     if weights == "safetensors":

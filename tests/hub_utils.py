@@ -13,7 +13,7 @@ CODE_FILES = MAEST_CODE_FILES
 
 
 def discogs_400_labels() -> list[str]:
-    return json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    return json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
 
 
 def save_tiny_repo(folder: Path, seed: int = 0, **overrides) -> Path:

@@ -5,7 +5,9 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import TEST_AUDIO
+from hub_utils import save_tiny_repo
 
 from feature_extraction_maest import load_audio
 
@@ -58,3 +60,24 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
         writer.writerow(["path", "labels"])
         writer.writerows(rows)
     return path
+
+
+def labelled_fixtures(name: str, **repo_overrides):
+    """The module fixtures of the fine-tuning and probing tests: `workdir` (a temporary folder named `name`),
+    `pieces` (`cut_clips` there) and `base_repo` (a tiny MAEST folder, `save_tiny_repo(**repo_overrides)`, saved
+    as a user would publish it). Assign them to module names: `workdir, pieces, base_repo = labelled_fixtures(...)`.
+    """
+
+    @pytest.fixture(scope="module")
+    def workdir(tmp_path_factory):
+        return tmp_path_factory.mktemp(name)
+
+    @pytest.fixture(scope="module")
+    def pieces(workdir):
+        return cut_clips(workdir / "clips")
+
+    @pytest.fixture(scope="module")
+    def base_repo(workdir):
+        return save_tiny_repo(workdir / "base-model", **repo_overrides)
+
+    return workdir, pieces, base_repo

@@ -6,6 +6,7 @@ not depend on the machine (FLOP counts, parity with Essentia, agreement with tra
 
 import json
 import math
+import operator
 import subprocess
 import sys
 
@@ -53,6 +54,7 @@ def finite_positive(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_json_has_every_section_and_the_machine(quick_run):
     results, _ = quick_run
     assert results["schema_version"] == bench.SCHEMA_VERSION
@@ -68,6 +70,7 @@ def test_json_has_every_section_and_the_machine(quick_run):
         assert finite_positive(results[section]["section_wall_s"])
 
 
+@pytest.mark.slow
 def test_frontend_rows(quick_run):
     results, _ = quick_run
     rows = results["frontend"]["rows"]
@@ -76,13 +79,21 @@ def test_frontend_rows(quick_run):
         assert len(row["times_s"]) == 1 and finite_positive(row["audio_s_per_s"])
     ours = [row for row in rows if row["key"] == "maest"]
     assert all(row["max_abs_error_vs_essentia"] < 1e-4 for row in ours)  # the project's parity claim
-    essentia = [row for row in rows if row["key"] == "essentia"]
-    assert all(row["x_essentia"] == pytest.approx(1.0) for row in essentia)
+    # Throughputs and ratios follow from the timings in the JSON: audio seconds / median seconds, and each
+    # contender's throughput over Essentia's on the same audio.
+    essentia = {row["audio_s"]: row for row in rows if row["key"] == "essentia"}
+    assert essentia
+    for row in rows:
+        assert row["audio_s_per_s"] == pytest.approx(row["audio_s"] / row["median_s"], rel=1e-12)
+        assert row["x_essentia"] == pytest.approx(
+            row["audio_s_per_s"] / essentia[row["audio_s"]]["audio_s_per_s"], rel=1e-12
+        )
     # The periodic/float64-corner free transformers.audio_utils variant is close, but not within Essentia's 1e-4.
     hf = [row for row in rows if row["key"] == "audio_utils"]
     assert all(0 < row["max_abs_error_vs_essentia"] < 1e-2 for row in hf)
 
 
+@pytest.mark.slow
 def test_model_rows_and_agreement_with_ast(quick_run):
     results, _ = quick_run
     model = results["model"]
@@ -97,14 +108,18 @@ def test_model_rows_and_agreement_with_ast(quick_run):
         assert agreement["max_abs_logit_diff_eager_vs_sdpa"] < 1e-4
 
 
+@pytest.mark.slow
 def test_other_sections(quick_run):
     results, _ = quick_run
     patchout = {row["inference_patchout_time"]: row for row in results["patchout"]["rows"]}
     assert [patchout[n]["tokens"] for n in (1, 2, 3)] == [2 + 9 * 62, 2 + 9 * 31, 2 + 9 * 21]
     lowprec = {row["path"]: row for row in results["lowprec"]["rows"]}
-    assert lowprec["float32"]["prob_max_abs_dev"] == 0.0
+    # float32 against an independent float64 run: rounding only, far below what low precision costs.
+    float32_rounding = lowprec["float32"]["prob_max_abs_dev_vs_float64"]
+    assert 0 < float32_rounding < 1e-5
     for name in ("bfloat16", "int8_dynamic"):
         assert 0 < lowprec[name]["prob_mean_abs_dev"] <= lowprec[name]["prob_max_abs_dev"] < 0.5
+        assert lowprec[name]["prob_max_abs_dev_vs_float64"] > 10 * float32_rounding
         assert finite_positive(lowprec[name]["speedup_vs_float32"])
     assert results["lowprec"]["caveat"]  # random weights: the caveat is stated
     track = {row["key"]: row for row in results["track"]["rows"]}
@@ -116,15 +131,23 @@ def test_other_sections(quick_run):
     assert memory["audio_s"] == pytest.approx(60.0)
 
 
+@pytest.mark.slow
 def test_targets(quick_run):
     results, _ = quick_run
     targets = {target["key"]: target for target in results["targets"]}
     assert set(targets) == {key for key, *_ in bench.TARGETS}
-    for target in targets.values():
+    compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+    for key, _description, comparison, threshold in bench.TARGETS:
+        target = targets[key]
         assert target["value"] is not None, target
-        assert isinstance(target["met"], bool)
+        assert target["met"] is compare[comparison](target["value"], threshold), target
+    # The values come from the sections' rows.
+    ours = [row for row in results["frontend"]["rows"] if row["key"] == "maest"]
+    assert targets["frontend_parity"]["value"] == max(row["max_abs_error_vs_essentia"] for row in ours)
+    assert targets["frontend_vs_essentia"]["value"] == min(row["x_essentia"] for row in ours)
 
 
+@pytest.mark.slow
 def test_markdown_report(quick_run):
     results, markdown = quick_run
     for heading in (
@@ -169,7 +192,7 @@ def test_flop_formula_matches_torch_flop_counter(frames, step):
 
 
 def test_full_size_flops_match_the_published_figures():
-    # MAEST_FACTS section 6: about 105 GFLOP per 10 s window and 390 GFLOP per 30 s window.
+    # The MAEST paper's figures: about 105 GFLOP per 10 s window and 390 GFLOP per 30 s window.
     from configuration_maest import MaestConfig
 
     _, ten = bench.window_flops(MaestConfig(), 626)

@@ -1,12 +1,13 @@
-"""scripts/convert_maest_checkpoint.py and loading the published checkpoints as they are.
+"""maest_tools.convert (maest-convert) and loading the published checkpoints as they are.
 
 Every numerical claim is checked against `reference_maest.reference_forward`, a plain-torch float64 forward of
-MAEST_FACTS section 2 run on the raw release tensors the checkpoints were written from, on logits AND on the hidden
+MAEST (patch embedding, factorised positions, pre-norm blocks, CLS/distillation head) run on the raw release tensors the checkpoints were written from, on logits AND on the hidden
 state of every token after the embeddings and after every block (logits alone would hide token-order bugs), at the
 full window and at a shorter input.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,6 @@ from conftest import ROOT
 from convert_utils import (
     PUBLISHED_PREPROCESSOR,
     label_list,
-    load_converter,
     release_state,
     write_published_folder,
     write_release_checkpoint,
@@ -29,8 +29,9 @@ from configuration_maest import MAEST_PRESETS
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification
 
+from maest_tools import convert
 
-convert = load_converter()
+
 TOLERANCE = 1e-4
 EXPECTED_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *CODE_FILES}
 
@@ -158,6 +159,7 @@ def test_519_labels_and_30_second_window(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["safetensors", "bin"])
 def test_published_folder_loads_as_is_and_converts(tmp_path, weights):
     state = release_state(hidden=128, layers=2, time_positions=6, labels=400, intermediate=93, seed=3)
@@ -266,6 +268,7 @@ def test_every_published_variant_is_recognised():
     assert variant is None and "pass --arch" in note
 
 
+@pytest.mark.slow
 def test_full_size_checkpoint_with_arch(tmp_path, capsys):
     """A ViT-Base release file with the shapes of discogs-maest-5s-pw-129e, through the command line."""
     state = release_state(hidden=768, layers=12, time_positions=31, labels=400, intermediate=3072, seed=6)
@@ -455,7 +458,7 @@ class RecordingHfApi:
 
 
 def test_push_to_hub_uploads_the_checked_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(convert, "HfApi", RecordingHfApi)
+    monkeypatch.setattr("huggingface_hub.HfApi", RecordingHfApi)
     RecordingHfApi.calls = []
     checkpoint = write_release_checkpoint(tmp_path / "m.ckpt", release_state(hidden=64, layers=1))
     out = tmp_path / "out"
@@ -473,7 +476,7 @@ def test_push_to_hub_uploads_the_checked_folder(tmp_path, monkeypatch, capsys):
         def create_repo(self, **kwargs):
             raise OSError("401 Unauthorized: invalid token")
 
-    monkeypatch.setattr(convert, "HfApi", RefusingHfApi)
+    monkeypatch.setattr("huggingface_hub.HfApi", RefusingHfApi)
     out_2 = tmp_path / "out2"
     assert convert.main(argv[:3] + [str(out_2), "--push-to-hub", "me/maest-tiny"]) == 2
     error = capsys.readouterr().err
@@ -485,12 +488,14 @@ def test_push_to_hub_uploads_the_checked_folder(tmp_path, monkeypatch, capsys):
     assert "--private only applies with --push-to-hub" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_script_runs_standalone(tmp_path):
     checkpoint = write_release_checkpoint(tmp_path / "m.ckpt", release_state(hidden=64, layers=1))
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "convert_maest_checkpoint.py"),
+        [sys.executable, "-m", "maest_tools.convert",
          "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path / "out")],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Architecture: hidden 64, 1 blocks, 1 heads" in run.stdout and run.stdout.count(": OK") == 2

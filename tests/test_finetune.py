@@ -1,23 +1,23 @@
-"""Fine-tuning MAEST: the Trainer with both label kinds, new heads, and scripts/finetune.py
+"""Fine-tuning MAEST: the Trainer with both label kinds, new heads, and maest_tools.finetune (maest-finetune)
 end to end on tiny models and pieces of the test clips."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, tiny_model
-from hub_utils import CODE_FILES, save_tiny_repo
-from labelled_clips import cut_clips, multi_label_sets, write_csv, write_wav
+from hub_utils import CODE_FILES
+from labelled_clips import labelled_fixtures, multi_label_sets, write_csv, write_wav
 
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification
 
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import finetune  # noqa: E402
+from maest_tools import finetune, labelled
+from maest_tools.features import load_feature_extractor
+from maest_tools.hub import save_model_folder
 
 
 TINY_WINDOW = 126  # 2 s windows (12 time patches) keep the tiny models fast on 5 s pieces (313 frames)
@@ -29,21 +29,9 @@ MULTI_LABELS = ["electronic", "opening", "orchestral"]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("finetune")
-
-
-@pytest.fixture(scope="module")
-def pieces(workdir):
-    """18 five-second WAVs: 6 electronic, 12 orchestral (6 of them decoded from the 44.1 kHz stereo OGG)."""
-    return cut_clips(workdir / "clips")
-
-
-@pytest.fixture(scope="module")
-def base_repo(workdir):
-    """A tiny MAEST folder with the 400 Discogs labels and 2 s windows, saved as a user would publish it."""
-    return save_tiny_repo(workdir / "base-model", max_length=TINY_WINDOW, window_hop=TINY_WINDOW - 1)
+# workdir, 18 five-second WAVs (6 electronic, 12 orchestral, 6 of them decoded from the 44.1 kHz stereo OGG) and a
+# tiny MAEST folder with the 400 Discogs labels and 2 s windows.
+workdir, pieces, base_repo = labelled_fixtures("finetune", max_length=TINY_WINDOW, window_hop=TINY_WINDOW - 1)
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +113,9 @@ def test_published_ast_layout_as_base_model(base_repo, tmp_path):
     assert model.config.max_length == TINY_WINDOW and model.classifier.dense.weight.shape == (2, 32)
     torch.testing.assert_close(model.audio_spectrogram_transformer.embeddings.position_embeddings,
                                base.audio_spectrogram_transformer.embeddings.position_embeddings, rtol=0, atol=0)
-    extractor = finetune.load_feature_extractor(str(folder))
+    extractor = load_feature_extractor(str(folder))
     assert isinstance(extractor, MaestFeatureExtractor) and extractor.mean == 2.06755686098554
-    finetune.save_model_folder(model, extractor, tmp_path / "saved")
+    save_model_folder(model, tmp_path / "saved", extractor)
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert saved["model_type"] == "maest" and saved["architectures"] == ["MaestForAudioClassification"]
     assert saved["auto_map"]["AutoModel"] == "modeling_maest.MaestModel"
@@ -165,11 +153,12 @@ def training_arguments(tmp_path, **overrides):
     return TrainingArguments(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("single_label", [False, True], ids=["multi-hot-float", "int-index"])
 def test_trainer_loss_decreases(single_label, base_repo, pieces, features, tmp_path):
     """A few Trainer steps on random 2 s crops (with patchout) lower the whole-track loss of those tracks."""
     chosen = [0, 1, 4, 6, 9, 15]  # electronic and orchestral pieces, openings and later parts
-    data = finetune.LabelledData(
+    data = labelled.LabelledData(
         [pieces[i]["path"] for i in chosen],
         [(pieces[i]["genre"],) if single_label else tuple(multi_label_sets(pieces[i])) for i in chosen],
         ["electronic", "orchestral"] if single_label else MULTI_LABELS,
@@ -198,6 +187,7 @@ def test_trainer_loss_decreases(single_label, base_repo, pieces, features, tmp_p
     assert after[f"eval_{metric}"] >= before[f"eval_{metric}"]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """Two accumulated batches of 2 give the same SGD step as one batch of 4 (the loss is divided by the steps)."""
     rng = np.random.default_rng(0)
@@ -261,18 +251,18 @@ def test_random_crops_and_padding():
 
 
 def test_split_is_deterministic_and_stratified(genre_folder, multi_csv):
-    data = finetune.read_data(genre_folder, single_label=False)
+    data = labelled.read_data(genre_folder, single_label=False)
     assert data.single_label and data.label_names == ["electronic", "orchestral"] and len(data) == 18
-    train, val = finetune.split_data(data, 0.25, seed=7)
-    assert finetune.split_data(data, 0.25, seed=7) == (train, val)
-    assert finetune.split_data(data, 0.25, seed=8) != (train, val)
+    train, val = labelled.split_data(data, 0.25, seed=7)
+    assert labelled.split_data(data, 0.25, seed=7) == (train, val)
+    assert labelled.split_data(data, 0.25, seed=8) != (train, val)
     assert sorted(train + val) == list(range(18))
     val_genres = [data.labels[i][0] for i in val]
     assert val_genres.count("electronic") == 2 and val_genres.count("orchestral") == 3  # round(0.25 * 6), (0.25 * 12)
 
-    multi = finetune.read_data(multi_csv, single_label=False)
+    multi = labelled.read_data(multi_csv, single_label=False)
     assert not multi.single_label and multi.label_names == MULTI_LABELS
-    train, val = finetune.split_data(multi, 0.3, seed=0)
+    train, val = labelled.split_data(multi, 0.3, seed=0)
     assert len(val) == 5 and not set(train) & set(val)
     targets = multi.targets()
     assert targets.shape == (18, 3) and targets.dtype == np.float32
@@ -298,7 +288,7 @@ def test_classification_metrics_against_a_direct_computation():
     targets = (rng.random((12, 4)) < 0.4).astype(np.float32)
     targets[:, 3] = 1.0  # a label present everywhere has no ROC-AUC: left out
     logits = rng.standard_normal((12, 4)) + 1.5 * targets
-    metrics = finetune.classification_metrics(logits, targets, single_label=False)
+    metrics = labelled.classification_metrics(logits, targets, single_label=False)
     assert metrics["labels_scored"] == 3
     expected_roc = np.mean([pairwise_auc(targets[:, j], logits[:, j]) for j in range(3)])
     expected_pr = np.mean([average_precision(targets[:, j], logits[:, j]) for j in range(3)])
@@ -307,13 +297,13 @@ def test_classification_metrics_against_a_direct_computation():
 
     classes = np.array([0, 2, 1, 1, 0])
     logits = np.eye(3)[[0, 2, 0, 1, 1]] * 2.0
-    assert finetune.classification_metrics(logits, classes, single_label=True) == {"accuracy": 0.6}
+    assert labelled.classification_metrics(logits, classes, single_label=True) == {"accuracy": 0.6}
     with pytest.raises(ValueError, match="NaN"):
-        finetune.classification_metrics(np.full((2, 2), np.nan), np.array([0, 1]), single_label=True)
+        labelled.classification_metrics(np.full((2, 2), np.nan), np.array([0, 1]), single_label=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# scripts/finetune.py end to end
+# maest-finetune end to end
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -323,6 +313,7 @@ def track_logits(model, extractor, path):
         return model(**inputs).logits[0]
 
 
+@pytest.mark.slow
 def test_finetune_multi_label_end_to_end(base_repo, multi_csv, workdir, tmp_path, monkeypatch):
     output = workdir / "maest-multi-finetuned"
     metrics = finetune.main([
@@ -396,6 +387,7 @@ class FakeHfApi:
         return "https://huggingface.co/me/genres/commit/0"
 
 
+@pytest.mark.slow
 def test_finetune_single_label_folder_frozen_encoder_and_push(base_repo, genre_folder, workdir, tmp_path, monkeypatch):
     import huggingface_hub
 
@@ -508,6 +500,6 @@ def test_cli_reports_one_line_errors(tiny_wavs, tmp_path, capsys):
     data = write_csv(tmp_path / "d.csv", [("clip0.wav", "")])
     assert finetune.cli(["--data", str(data), "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("finetune.py: error:") and "has no labels" in err and "Traceback" not in err
+    assert err.startswith("maest-finetune: error:") and "has no labels" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         finetune.main(["--data", str(data), "--output-dir", str(tmp_path / "o"), "--epochs", "0"])

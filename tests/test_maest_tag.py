@@ -1,4 +1,4 @@
-"""scripts/maest_tag.py: tagging a collection, resume, shards, torchrun, output formats, embeddings, errors.
+"""maest_tools.tag (maest-tag): tagging a collection, resume, shards, torchrun, output formats, embeddings, errors.
 
 Every run uses a tiny random MAEST saved to a temporary folder (10 s windows, the 400 Discogs labels) and a small
 collection built from the test clips: two 30 s FLACs, the 44.1 kHz stereo OGG, a generated 7 s stereo WAV at
@@ -24,11 +24,14 @@ from hub_utils import save_tiny_repo
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import maest_tag  # noqa: E402
+from maest_tools import discovery
+from maest_tools import records as tag_records
+from maest_tools import tag as maest_tag
 
 
-SCRIPT = ROOT / "scripts" / "maest_tag.py"
+# The command as a subprocess runs it: the package from this checkout, whatever the working directory.
+COMMAND = ["-m", "maest_tools.tag"]
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 GOOD = ["electronic.flac", "orchestral.flac", "sub/deeper/noise.wav", "sub/orchestral.ogg"]
 BAD = ["bad.mp3", "sub/tiny.wav"]
 FIELDS = ["path", "duration_s", "source_sampling_rate", "source_channels", "labels", "error"]
@@ -134,6 +137,7 @@ def _assert_records_match(records, expected):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_records_match_an_independent_computation(full_run, collection, reference, model_dir):
     code, output, records = full_run
     assert code == 1  # two files cannot be tagged
@@ -167,6 +171,7 @@ def test_records_match_an_independent_computation(full_run, collection, referenc
     assert flac["labels"][0]["label"] == ogg["labels"][0]["label"]
 
 
+@pytest.mark.slow
 def test_summary_line_exit_status_and_no_overwrite(full_run, collection, model_dir, capsys):
     _code, output, _records = full_run
     code, err = run_main([collection, "--model", model_dir, "--output", output, "-q"], capsys)
@@ -202,14 +207,15 @@ def test_threshold_and_top_k(collection, model_dir, reference, tmp_path, capsys)
     assert len(labels) == 400 and sorted(x["label"] for x in labels) == sorted(id2label.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extension", [".csv", ".parquet"])
 def test_output_formats_round_trip(full_run, collection, model_dir, tmp_path, capsys, extension):
     _code, _output, expected = full_run
     output = tmp_path / f"tags{extension}"
     code, _ = run_main([collection, "--model", model_dir, "--output", output, "--batch-size", "3", "-q"], capsys)
     assert code == 1
-    assert not os.path.exists(maest_tag.partial_journal_path(str(output)))  # the journal was converted and removed
-    records = maest_tag.read_records(str(output))
+    assert not os.path.exists(tag_records.partial_journal_path(str(output)))  # the journal was converted and removed
+    records = tag_records.read_records(str(output))
     _assert_records_match(records, expected)
     if extension == ".csv":
         with open(output, newline="", encoding="utf-8") as handle:
@@ -231,12 +237,13 @@ def test_a_failed_final_write_keeps_the_journal(collection, model_dir, tmp_path,
     output = tmp_path / "tags.parquet"
     code, err = run_main([folder, "--model", model_dir, "--output", output, "-q"], capsys)
     assert code == 2 and "not valid UTF-8" in err and "Traceback" not in err
-    journal = maest_tag.partial_journal_path(str(output))
+    journal = tag_records.partial_journal_path(str(output))
     assert [r["path"] for r in read_jsonl(journal)] == [os.path.join(str(folder), "caf\udce9.flac")]
     code, _ = run_main([folder, "--model", model_dir, "--output", tmp_path / "tags.csv", "-q"], capsys)
-    assert code == 0 and maest_tag.read_records(str(tmp_path / "tags.csv"))[0]["path"].endswith("caf\udce9.flac")
+    assert code == 0 and tag_records.read_records(str(tmp_path / "tags.csv"))[0]["path"].endswith("caf\udce9.flac")
 
 
+@pytest.mark.slow
 def test_resume_redoes_only_missing_records(full_run, collection, model_dir, tmp_path, capsys):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
@@ -255,7 +262,7 @@ def test_resume_redoes_only_missing_records(full_run, collection, model_dir, tmp
     # --retry-errors processes the failed files again (their records are replaced, not duplicated), no other file.
     assert records[0]["path"].endswith("bad.mp3")
     records[0]["error"] = "sentinel error"
-    maest_tag.write_records(str(output), records)
+    tag_records.write_records(str(output), records)
     code, err = run_main([*args, "--retry-errors"], capsys)
     again = read_jsonl(output)
     assert code == 1 and "4 of them were already in the output" in err
@@ -263,6 +270,7 @@ def test_resume_redoes_only_missing_records(full_run, collection, model_dir, tmp
     assert again[1]["labels"] == [{"label": "sentinel", "score": 0.5}]
 
 
+@pytest.mark.slow
 def test_interrupted_csv_run_loses_nothing(full_run, collection, model_dir, tmp_path, capsys, monkeypatch):
     _code, _output, expected = full_run
     output = tmp_path / "tags.csv"
@@ -279,16 +287,17 @@ def test_interrupted_csv_run_loses_nothing(full_run, collection, model_dir, tmp_
     args = [collection, "--model", model_dir, "--output", output, "--batch-size", "2", "--num-workers", "0", "-q"]
     code, err = run_main(args, capsys)
     assert code == 130 and "--resume" in err
-    journal = maest_tag.partial_journal_path(str(output))
+    journal = tag_records.partial_journal_path(str(output))
     written = read_jsonl(journal)
     assert not output.exists() and len(written) >= 2  # the first batch and the errors met so far are safe
     monkeypatch.setattr(maest_tag.Tagger, "run_batch", original)
     code, err = run_main([*args, "--resume"], capsys)
     assert code == 1 and f"{len(written)} of them were already in the output" in err
     assert not os.path.exists(journal)
-    _assert_records_match(maest_tag.read_records(str(output)), expected)
+    _assert_records_match(tag_records.read_records(str(output)), expected)
 
 
+@pytest.mark.slow
 def test_shards_and_merge_equal_the_full_run(full_run, collection, model_dir, tmp_path, capsys):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
@@ -300,7 +309,7 @@ def test_shards_and_merge_equal_the_full_run(full_run, collection, model_dir, tm
     finally:
         torch.set_num_threads(threads)
     assert not output.exists()
-    parts = [read_jsonl(maest_tag.shard_journal_path(str(output), i, 2)) for i in range(2)]
+    parts = [read_jsonl(tag_records.shard_journal_path(str(output), i, 2)) for i in range(2)]
     # Blocks of 3 sorted files: shard 0 holds files 0-2, shard 1 files 3-5.
     assert [r["path"] for r in parts[0]] == [r["path"] for r in expected[:3]]
     assert sorted(r["path"] for r in parts[1]) == [r["path"] for r in expected[3:]]
@@ -308,37 +317,39 @@ def test_shards_and_merge_equal_the_full_run(full_run, collection, model_dir, tm
     code, err = run_main(["--merge", output], capsys)
     assert code == 1 and "6 files: 4 tagged, 2 failed" in err
     assert read_jsonl(output) == expected  # bit-for-bit: the same batches as the one-process run
-    assert maest_tag.shard_journals(str(output)) == {}
+    assert tag_records.shard_journals(str(output)) == {}
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(full_run, collection, model_dir, tmp_path):
     _code, _output, expected = full_run
     output = tmp_path / "tags.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+    env = {**SUBPROCESS_ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *COMMAND,
                str(collection), "--model", str(model_dir), "--output", str(output), "--batch-size", "3",
                "--num-workers", "1"]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]  # some files failed
     assert read_jsonl(output) == expected  # same records, same scores, same order
-    assert maest_tag.shard_journals(str(output)) == {}
+    assert tag_records.shard_journals(str(output)) == {}
     assert "6 files: 4 tagged, 2 failed" in result.stderr
     assert "file/s" in result.stderr and "audio" in result.stderr  # rank 0's progress bar
 
 
+@pytest.mark.slow
 def test_embeddings_track_and_windows(collection, model_dir, reference, tmp_path, capsys):
     files = _paths(collection, ["orchestral.flac", "sub/deeper/noise.wav", "bad.mp3"])
     model = reference["model"]
     for mode in ("track", "windows"):
         output = tmp_path / f"{mode}.jsonl"
         code, _ = run_main([*files, "--model", model_dir, "--output", output, "-q", "--embeddings", mode,
-                            "--layer", "1", "--batch-size", "2"], capsys)  # fmt: skip
+                            "--block", "1", "--batch-size", "2"], capsys)  # fmt: skip
         assert code == 1
         records = {r["path"]: r for r in read_jsonl(output)}
         assert records[files[2]]["embedding_ref"] is None and records[files[2]]["error"]
         for path in files[:2]:
             reference_path = output.parent / records[path]["embedding_ref"]
-            assert records[path]["embedding_ref"] == maest_tag.embedding_ref(str(output), path)
+            assert records[path]["embedding_ref"] == tag_records.embedding_ref(str(output), path)
             assert records[path]["embedding_ref"].startswith(f"{mode}.jsonl.embeddings/")
             stored = np.load(reference_path)
             assert stored.dtype == np.float32
@@ -352,9 +363,19 @@ def test_embeddings_track_and_windows(collection, model_dir, reference, tmp_path
             np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-5, atol=1e-5)
         assert np.load(output.parent / records[files[0]]["embedding_ref"]).shape == (
             (96,) if mode == "track" else (3, 96))  # fmt: skip
-    code, err = run_main([files[0], "--model", model_dir, "--output", tmp_path / "x.jsonl", "--embeddings", "track"],
-                         capsys)  # fmt: skip
-    assert code == 2 and "--layer 6" in err and "between 0 and 1" in err
+    # Without --block: the model's middle block (2 // 2 = 1 for the tiny model, 6 for MAEST's 12 blocks).
+    output = tmp_path / "default.jsonl"
+    code, _ = run_main([files[0], "--model", model_dir, "--output", output, "-q", "--embeddings", "track"], capsys)
+    assert code == 0
+    stored = np.load(output.parent / read_jsonl(output)[0]["embedding_ref"])
+    with torch.no_grad():
+        middle = model.embed(reference["features"][files[0]], block=1)[0]
+        first = model.embed(reference["features"][files[0]], block=0)[0]
+    np.testing.assert_allclose(stored, middle.numpy(), rtol=1e-5, atol=1e-5)
+    assert float(np.abs(stored - first.numpy()).max()) > 1e-3  # block 0 would be told apart
+    code, err = run_main([files[0], "--model", model_dir, "--output", tmp_path / "x.jsonl", "--embeddings", "track",
+                          "--block", "6"], capsys)  # fmt: skip
+    assert code == 2 and "--block 6 is outside the model's 2 blocks: use 0..1" in err
 
 
 def test_resume_adds_missing_embeddings(collection, model_dir, tmp_path, capsys):
@@ -362,7 +383,7 @@ def test_resume_adds_missing_embeddings(collection, model_dir, tmp_path, capsys)
     output = tmp_path / "tags.jsonl"
     assert run_main([*files, "--model", model_dir, "--output", output, "-q"], capsys)[0] == 0
     code, err = run_main([*files, "--model", model_dir, "--output", output, "-q", "--resume", "--embeddings", "track",
-                          "--layer", "0"], capsys)  # fmt: skip
+                          "--block", "0"], capsys)  # fmt: skip
     assert code == 0 and "already in the output" not in err
     assert all(os.path.exists(output.parent / r["embedding_ref"]) for r in read_jsonl(output))
 
@@ -377,7 +398,7 @@ def test_file_list_and_folder_recursion(collection, model_dir, tmp_path, capsys)
     expected = _paths(collection, ["orchestral.flac", "sub/orchestral.ogg", "sub/deeper/noise.wav", "sub/tiny.wav"])
     assert sorted(records) == sorted(expected + [missing])
     assert code == 1 and "not found" in records[missing]["error"]
-    only_ogg = maest_tag.find_audio_files([str(collection)], extensions=["OGG"])
+    only_ogg = discovery.find_audio_files([str(collection)], extensions=["OGG"])
     assert only_ogg == _paths(collection, ["sub/orchestral.ogg"])
 
 
@@ -446,9 +467,11 @@ def test_usage_errors_are_clear(collection, model_dir, tmp_path, capsys):
     assert exit_info.value.code == 2 and "0 <= I <= N-1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_offline_default_model_error(collection, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_cache"), "HF_HOME": str(tmp_path)}
-    command = [sys.executable, str(SCRIPT), str(collection / "orchestral.flac"), "--output", str(tmp_path / "o.jsonl")]
+    env = {**SUBPROCESS_ENV, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_cache"),
+           "HF_HOME": str(tmp_path)}  # fmt: skip
+    command = [sys.executable, *COMMAND, str(collection / "orchestral.flac"), "--output", str(tmp_path / "o.jsonl")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "mtg-upf/discogs-maest-10s-fs-129e" in result.stderr and "HF_HUB_OFFLINE" in result.stderr

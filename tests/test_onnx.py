@@ -1,10 +1,11 @@
-"""Tests of scripts/export_onnx.py: onnxruntime against PyTorch on a tiny model, windowing, metadata and errors.
+"""Tests of maest_tools.export_onnx (maest-export-onnx): onnxruntime against PyTorch on a tiny model, windowing, metadata and errors.
 
 The reference is the PyTorch model itself through its public API (`model(x).logits` and `model.embed(x, block=K)`),
 not the export wrapper, so a wrapper that picked the wrong block or head would fail here.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,9 +19,15 @@ from conftest import ROOT, tiny_model
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import export_onnx  # noqa: E402
+from maest_tools import export_onnx  # noqa: E402
 
+# The command as a user runs it (`maest-export-onnx`), from this checkout whatever the working directory.
+COMMAND = [sys.executable, "-m", "maest_tools.export_onnx"]
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# Every test but the argument checks runs on the module's exported file, whose export and check take about 25 s.
+pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-4
 BLOCK = 0  # the tiny model has 2 blocks: block 0 is not the last, so a wrong block cannot pass
@@ -39,19 +46,19 @@ def onnx_path(model, tmp_path_factory):
     output = folder / "maest.onnx"
     completed = subprocess.run(
         [
-            sys.executable,
-            str(ROOT / "scripts" / "export_onnx.py"),
+            *COMMAND,
             "--model",
             str(folder / "model"),
             "--output",
             str(output),
-            "--embedding-block",
+            "--block",
             str(BLOCK),
         ],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=folder,
+        env=SUBPROCESS_ENV,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "checked against PyTorch" in completed.stdout
@@ -158,21 +165,21 @@ def test_cli_rejects_a_bad_block(onnx_path, tmp_path):
     folder = onnx_path.parent / "model"
     completed = subprocess.run(
         [
-            sys.executable,
-            str(ROOT / "scripts" / "export_onnx.py"),
+            *COMMAND,
             "--model",
             str(folder),
             "--output",
             str(tmp_path / "x.onnx"),
-            "--embedding-block",
+            "--block",
             "5",
         ],
         capture_output=True,
         text=True,
         timeout=120,
+        env=SUBPROCESS_ENV,
     )
     assert completed.returncode == 2
-    assert "--embedding-block 5: the model has 2 blocks" in completed.stderr
+    assert "--block 5 is outside the model's 2 blocks: use 0..1" in completed.stderr
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -1,41 +1,25 @@
-"""scripts/probe.py: track embeddings of a frozen MAEST block, their on-disk cache, and the MLP probe."""
+"""maest_tools.probe (maest-probe): track embeddings of a frozen MAEST block, their on-disk cache, and the MLP probe."""
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from hub_utils import save_tiny_repo
-from labelled_clips import cut_clips, multi_label_sets, write_csv
+from labelled_clips import labelled_fixtures, multi_label_sets, write_csv
 
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestModel, window_starts
 
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import probe  # noqa: E402
+from maest_tools import probe
 
 
 TINY_WINDOW = 126
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("probe")
-
-
-@pytest.fixture(scope="module")
-def pieces(workdir):
-    return cut_clips(workdir / "clips")
-
-
-@pytest.fixture(scope="module")
-def base_repo(workdir):
-    # Three blocks so that --block chooses among several; 2 s windows, hop 100 frames (windows overlap).
-    return save_tiny_repo(workdir / "base-model", num_hidden_layers=3, max_length=TINY_WINDOW, window_hop=100)
+# Three blocks so that --block chooses among several; 2 s windows, hop 100 frames (windows overlap).
+workdir, pieces, base_repo = labelled_fixtures("probe", num_hidden_layers=3, max_length=TINY_WINDOW, window_hop=100)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +48,7 @@ def reference_embedding(model, path, block):
     return torch.stack(rows).mean(0).numpy()
 
 
+@pytest.mark.slow
 def test_probe_end_to_end_and_cache_reuse(base_repo, multi_csv, workdir, pieces, monkeypatch):
     output = workdir / "probe-multi"
     argv = ["--data", str(multi_csv), "--model", str(base_repo), "--output-dir", str(output), "--block", "1",
@@ -116,6 +101,7 @@ def test_probe_end_to_end_and_cache_reuse(base_repo, multi_csv, workdir, pieces,
     assert second["epochs"] == first["epochs"] and second["final"] == first["final"]
 
 
+@pytest.mark.slow
 def test_cache_keys_follow_block_and_file_changes(base_repo, workdir, pieces, tmp_path):
     csv = write_csv(tmp_path / "few.csv", [(str(p["path"]), p["genre"]) for p in pieces[4:10]])
     cache = tmp_path / "cache"
@@ -135,6 +121,7 @@ def test_cache_keys_follow_block_and_file_changes(base_repo, workdir, pieces, tm
     assert len(list(cache.glob("*.npy"))) == 13
 
 
+@pytest.mark.slow
 def test_single_label_probe_and_reload(tmp_path, base_repo, pieces):
     folder = tmp_path / "genres"
     for piece in pieces:

@@ -1,7 +1,9 @@
-#!/usr/bin/env python
+# Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """maest-tag: tag (and embed) a music collection with MAEST, on one machine or many.
 
-    python scripts/maest_tag.py ~/Music --output tags.jsonl
+    maest-tag ~/Music --output tags.jsonl        # or: python -m maest_tools.tag ...
+
+The library entry is `main(argv)` (returns the exit status); `cli()` is the installed command.
 
 Every audio file found (files, folders searched recursively by extension, or a ``--file-list``) is decoded with
 ffmpeg (mean downmix to mono, soxr resampling to 16 kHz) in DataLoader worker processes, turned into MAEST's
@@ -36,15 +38,16 @@ output itself for a ``.jsonl`` run on one process, ``OUTPUT.partial.jsonl`` for 
 same command with ``--resume`` and only the missing files are processed. Without ``--resume`` the script refuses
 to touch an existing output or journal (``--overwrite`` starts over).
 
-Embeddings. ``--embeddings track`` stores the paper's embedding of each track (after block ``--layer``, 0-based,
+Embeddings. ``--embeddings track`` stores the paper's embedding of each track (after block ``--block``, 0-based,
 before the final norm: concat(CLS, distillation, mean of the patch tokens), ``3 * hidden_size`` = 2304 float32
 values for MAEST, averaged over the windows) as a ``(3 * hidden_size,)`` array; ``--embeddings windows`` stores
 one row per analysis window, ``(windows, 3 * hidden_size)``, window ``w`` starting at frame
-``window_starts(frames, max_length, window_hop)[w]`` (62.5 frames per second). Each track gets its own file
-``OUTPUT.embeddings/<h[:2]>/<h>.npy`` where ``h`` is the SHA-1 of the record's path (UTF-8), so shards and
-machines never collide and folders from several machines merge by copying.
+``window_starts(frames, max_length, window_hop)[w]`` (``configuration_maest.FRAMES_PER_SECOND`` = 62.5 frames per
+second). Each track gets its own file ``OUTPUT.embeddings/<h[:2]>/<h>.npy`` where ``h`` is the SHA-1 of the
+record's path (UTF-8), so shards and machines never collide and folders from several machines merge by copying.
+The records and their files are handled by `maest_tools.records`.
 
-Distribution. With ``torchrun --nproc_per_node N scripts/maest_tag.py ...`` (one or many nodes) the sorted inputs
+Distribution. With ``torchrun --nproc_per_node N -m maest_tools.tag ...`` (one or many nodes) the sorted inputs
 are cut into blocks of ``--batch-size`` files and rank ``r`` of ``W`` takes the blocks ``b`` with ``b % W == r``;
 each rank writes its own shard journal, and rank 0 merges every shard into OUTPUT once all ranks are done (OUTPUT
 must be in a folder every node sees). Without torchrun, ``--shard I/N`` takes the same split for manual use on N
@@ -59,56 +62,54 @@ A summary line ``N files: X tagged, Y failed (Z s of audio, W s)`` goes to stder
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import glob
-import hashlib
-import json
-import math
 import os
 import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (str(ROOT), str(ROOT / "scripts")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from .cli import (
+    DEFAULT_MODEL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_block_argument,
+    error_message,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    resolve_block,
+)
+from .cli import EXIT_FAILED as EXIT_FAILED_FILES
+from .devices import DTYPES, resolve_device, resolve_dtype
+from .discovery import AUDIO_EXTENSIONS, find_audio_files, parse_extensions
+from .features import decode_features, load_feature_extractor
+from .files import save_npy
+from .records import (
+    RECORD_FIELDS,
+    JsonlJournal,
+    collect_records,
+    embedding_ref,
+    embeddings_folder,
+    merge_output,
+    output_format,
+    partial_journal_path,
+    record_sources,
+    require_pyarrow,
+    shard_journal_path,
+    shard_journals,
+)
 
-from cli_types import non_negative_int, positive_int  # noqa: E402
-
-
-DEFAULT_MODEL = "mtg-upf/discogs-maest-10s-fs-129e"
-"""Model used without --model: the published 10 s MAEST (400 Discogs styles), fetched from the Hugging Face Hub."""
-
-AUDIO_EXTENSIONS = (
-    "aac", "ac3", "aif", "aifc", "aiff", "alac", "amr", "ape", "au", "caf", "dsf", "flac", "m4a", "mka", "mp2",
-    "mp3", "mpc", "oga", "ogg", "opus", "spx", "tta", "wav", "wave", "weba", "wma", "wv",
-)  # fmt: skip
-"""File extensions (lower case, without dot) searched for in folders; matched case-insensitively."""
-
-RECORD_FIELDS = ("path", "duration_s", "source_sampling_rate", "source_channels", "labels", "error")
-"""Fields of every record, in output order; ``embedding_ref`` follows with --embeddings."""
 
 MAX_BATCH_FRAMES = 1 << 19
 """Most mel frames in one padded batch (``batch x longest track``, 2.3 hours of audio, 200 MB of float32 input).
 A batch is sent to the model early rather than grow past it; a longer track is analysed alone."""
 
-FSYNC_INTERVAL_S = 5.0
-"""Journals are flushed after every record and fsync'ed at most this often (seconds) and when closed."""
-
 DIST_TIMEOUT = datetime.timedelta(days=7)
 """How long a rank waits at a barrier for the slowest rank (the ranks only meet at the start and the end)."""
-
-EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """A problem with the options, the inputs, the model or the output: reported in one message, exit status 2."""
 
 
 def _log(message: str) -> None:
@@ -118,83 +119,6 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _parse_extensions(text: str) -> frozenset[str]:
-    extensions = frozenset(part.strip().lower().lstrip(".") for part in text.split(",") if part.strip())
-    if not extensions:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of extensions such as 'flac,mp3', got {text!r}"
-        )
-    return extensions
-
-
-def _walk_audio(folder: str, extensions: frozenset[str]) -> list[str]:
-    """Audio files under ``folder`` (recursively, hidden files and folders skipped, symlinked files included)."""
-    found = []
-    for directory, subdirectories, names in os.walk(folder):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        for name in names:
-            if name.startswith("."):
-                continue  # hidden files, including macOS "._song.mp3" resource forks
-            extension = name.rpartition(".")[2].lower() if "." in name else ""
-            if extension in extensions:
-                found.append(os.path.join(directory, name))
-    return found
-
-
-def _read_file_list(list_path: str) -> list[str]:
-    """Paths of a file list: one per line, blank lines and lines starting with '#' ignored, '-' reads stdin."""
-    try:
-        if list_path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(list_path, encoding="utf-8", errors="surrogateescape") as handle:
-                text = handle.read()
-    except OSError as error:
-        raise UsageError(f"Cannot read the file list --file-list {list_path!r}: {error.strerror or error}.") from None
-    lines = [line.rstrip("\r\n") for line in text.split("\n")]
-    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def find_audio_files(
-    paths: Iterable[str], file_list: str | None = None, extensions: Iterable[str] = AUDIO_EXTENSIONS
-) -> list[str]:
-    """The sorted, de-duplicated list of audio files to analyse.
-
-    Args:
-        paths: files (taken whatever their extension) and folders (searched recursively for files whose extension is
-            in ``extensions``; hidden files and folders skipped). A path that does not exist is a `UsageError`.
-        file_list: a text file with one path (file or folder) per line, relative to the current directory; blank
-            lines and lines starting with ``#`` are ignored; ``"-"`` reads standard input. Listed files that do not
-            exist are kept: they get an error record (a long list with a few stale entries still runs).
-        extensions: extensions searched for in folders, without dot, case-insensitive.
-
-    Returns:
-        `list[str]`: ``os.path.normpath``'d paths in code-point order (the order of the records and of the shards).
-    """
-    extensions = frozenset(extension.lower().lstrip(".") for extension in extensions)
-    found: set[str] = set()
-    missing = []
-    for path in paths:
-        if os.path.isdir(path):
-            found.update(_walk_audio(path, extensions))
-        elif os.path.exists(path):
-            found.add(path)
-        else:
-            missing.append(path)
-    if missing:
-        shown = ", ".join(repr(path) for path in missing[:5])
-        if len(missing) > 5:
-            shown += f" and {len(missing) - 5} more"
-        raise UsageError(f"Input path not found: {shown}. Check the spelling, or pass files with --file-list.")
-    if file_list is not None:
-        for path in _read_file_list(file_list):
-            if os.path.isdir(path):
-                found.update(_walk_audio(path, extensions))
-            else:
-                found.add(path)
-    return sorted({os.path.normpath(path) for path in found})
 
 
 def shard_of(paths: list[str], index: int, count: int, block: int = 1) -> list[tuple[int, str]]:
@@ -221,294 +145,15 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Records: journals, output formats, merging
-# ---------------------------------------------------------------------------------------------------------------------
-
-OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-
-
-def output_format(output: str) -> str:
-    """``"jsonl"``, ``"csv"`` or ``"parquet"`` from the extension of ``output``."""
-    extension = os.path.splitext(output)[1].lower()
-    if extension not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"--output {output!r}: unknown extension {extension or '(none)'!r}; use .jsonl, .csv or .parquet."
-        )
-    return OUTPUT_FORMATS[extension]
-
-
-def partial_journal_path(output: str) -> str:
-    """Journal of a one-process ``.csv`` / ``.parquet`` run: ``OUTPUT.partial.jsonl``."""
-    return output + ".partial.jsonl"
-
-
-def shard_journal_path(output: str, index: int, count: int) -> str:
-    """Journal of shard ``index`` of ``count``: ``OUTPUT.shard-{index}-of-{count}.jsonl``."""
-    return f"{output}.shard-{index}-of-{count}.jsonl"
-
-
-def shard_journals(output: str) -> dict[tuple[int, int], str]:
-    """Existing shard journals of ``output``: ``{(index, count): path}``."""
-    journals = {}
-    prefix = output + ".shard-"
-    for path in glob.glob(glob.escape(output) + ".shard-*-of-*.jsonl"):
-        middle = path[len(prefix) : -len(".jsonl")]
-        index_text, _, count_text = middle.partition("-of-")
-        if index_text.isdigit() and count_text.isdigit():
-            journals[(int(index_text), int(count_text))] = path
-    return dict(sorted(journals.items()))
-
-
-def embeddings_folder(output: str) -> str:
-    """Folder of the embedding files of ``output``: ``OUTPUT.embeddings``."""
-    return output + ".embeddings"
-
-
-def embedding_ref(output: str, path: str) -> str:
-    """Where the embedding of the record ``path`` is stored, relative to the folder of ``output``."""
-    digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{os.path.basename(output)}.embeddings/{digest[:2]}/{digest}.npy"
-
-
-def _json_line(record: dict) -> str:
-    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not valid UTF-8 (surrogate escapes): keep it exact, as \u escapes
-        line = json.dumps(record, ensure_ascii=True, allow_nan=False)
-    return line + "\n"
-
-
-def _repair_jsonl_tail(path: str) -> None:
-    """Make ``path`` end with a complete line: drop a torn last line left by a crash, add a missing newline."""
-    with open(path, "rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        start = max(0, size - (1 << 20))
-        handle.seek(start)
-        tail = handle.read()
-        cut = tail.rfind(b"\n")
-        last_line = tail[cut + 1 :]
-        try:
-            json.loads(last_line.decode("utf-8", "surrogateescape"))
-            handle.write(b"\n")
-        except ValueError:
-            handle.truncate(start + cut + 1 if cut >= 0 else 0)
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """Records of a JSONL file or journal; a torn last line (an interrupted write) is ignored."""
-    records = []
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        lines = handle.read().split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            if number == len(lines):  # no newline after it: the write was cut short
-                continue
-            raise UsageError(
-                f"{path}, line {number}, is not a JSON record ({error}); fix or remove that line."
-            ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            raise UsageError(f"{path}, line {number}, is not a maest_tag record (no 'path'); fix or remove that line.")
-        records.append(record)
-    return records
-
-
-def _require_pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise UsageError(
-            "Writing or reading .parquet needs pyarrow, which is not installed: `pip install pyarrow`, or use an "
-            "--output ending in .jsonl or .csv."
-        ) from None
-    return pyarrow, pyarrow.parquet
-
-
-def _parquet_schema(pa, with_embeddings: bool):
-    fields = [
-        ("path", pa.string()),
-        ("duration_s", pa.float64()),
-        ("source_sampling_rate", pa.int64()),
-        ("source_channels", pa.int64()),
-        ("labels", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
-        ("error", pa.string()),
-    ]
-    if with_embeddings:
-        fields.append(("embedding_ref", pa.string()))
-    return pa.schema(fields)
-
-
-def _columns(records: list[dict]) -> list[str]:
-    columns = list(RECORD_FIELDS)
-    if any("embedding_ref" in record for record in records):
-        columns.append("embedding_ref")
-    return columns
-
-
-def _csv_cell(column: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if column == "labels":
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, float):
-        return repr(value)  # shortest exact round trip
-    return str(value)
-
-
-def _from_csv_cell(column: str, text: str) -> Any:
-    if text == "":
-        return None
-    if column == "labels":
-        return json.loads(text)
-    if column == "duration_s":
-        return float(text)
-    if column in ("source_sampling_rate", "source_channels"):
-        return int(text)
-    return text
-
-
-def read_records(path: str) -> list[dict]:
-    """Records of an output file of any format (``.jsonl``, ``.csv``, ``.parquet``), as dicts of the JSONL layout."""
-    kind = output_format(path)
-    if kind == "jsonl":
-        return read_jsonl(path)
-    if kind == "csv":
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            rows = list(csv.DictReader(handle))
-        return [{column: _from_csv_cell(column, text) for column, text in row.items()} for row in rows]
-    _pa, pq = _require_pyarrow()
-    return pq.read_table(path).to_pylist()
-
-
-def write_records(path: str, records: list[dict]) -> None:
-    """Write ``records`` to ``path`` in the format of its extension, atomically (temporary file, then rename)."""
-    kind = output_format(path)
-    columns = _columns(records)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        if kind == "jsonl":
-            with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as handle:
-                for record in records:
-                    handle.write(_json_line({column: record.get(column) for column in columns}))
-                handle.flush()
-                os.fsync(handle.fileno())
-        elif kind == "csv":
-            with open(temporary, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(columns)
-                for record in records:
-                    writer.writerow([_csv_cell(column, record.get(column)) for column in columns])
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            pa, pq = _require_pyarrow()
-            schema = _parquet_schema(pa, "embedding_ref" in columns)
-            rows = [{column: record.get(column) for column in columns} for record in records]
-            table = pa.Table.from_pylist(rows, schema=schema)
-            pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-class JsonlJournal:
-    """Append-only JSONL record file: one line per record, flushed at once, fsync'ed every `FSYNC_INTERVAL_S`."""
-
-    def __init__(self, path: str):
-        self.path = path
-        if os.path.exists(path):
-            _repair_jsonl_tail(path)
-        self._handle = open(path, "a", encoding="utf-8", errors="surrogateescape")
-        self._last_sync = time.monotonic()
-
-    def append(self, record: dict) -> None:
-        self._handle.write(_json_line(record))
-        self._handle.flush()
-        if time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
-            os.fsync(self._handle.fileno())
-            self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-
-
-def record_sources(output: str) -> list[str]:
-    """Every file holding records of ``output``, oldest first: the output, its partial journal, its shard journals."""
-    sources = [output] if os.path.exists(output) else []
-    if os.path.exists(partial_journal_path(output)):
-        sources.append(partial_journal_path(output))
-    sources.extend(shard_journals(output).values())
-    return sources
-
-
-def collect_records(output: str) -> dict[str, dict]:
-    """All records of ``output`` by path (a later record of a path replaces an earlier one, e.g. a retried file)."""
-    records: dict[str, dict] = {}
-    for source in record_sources(output):
-        for record in read_records(source) if source == output else read_jsonl(source):
-            records[record["path"]] = record
-    return records
-
-
-def merge_output(output: str) -> list[dict]:
-    """Merge the output and every journal of it into ``output`` (sorted by path), then remove the journals.
-
-    Returns:
-        `list[dict]`: the records written.
-    """
-    journals = [source for source in record_sources(output) if source != output]
-    records = [record for _path, record in sorted(collect_records(output).items())]
-    try:
-        write_records(output, records)
-    except UsageError:
-        raise
-    except Exception as error:  # disk full, a file name Parquet cannot hold (not UTF-8)...
-        if isinstance(error, UnicodeEncodeError):
-            reason = "a file name is not valid UTF-8, which Parquet strings cannot hold (use .jsonl or .csv)"
-        else:
-            reason = _error_message(error)
-        raise UsageError(
-            f"Could not write {output!r}: {reason}. Nothing is lost: the records are in "
-            f"{', '.join(journals) or output}; fix the problem, then run "
-            f"`python scripts/maest_tag.py --merge {output}`."
-        ) from None
-    for journal in journals:
-        os.remove(journal)
-    return records
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Decoding (DataLoader workers)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _error_message(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror and error.filename:
-        return f"{error.strerror}: {error.filename!r}"
-    message = str(error).strip()
-    return message if message else type(error).__name__
 
 
 class AudioFileDataset:
     """A map-style dataset of audio files: item ``i`` is ``paths[i]`` decoded and turned into MAEST input frames.
 
-    Decoding runs ffmpeg (`feature_extraction_maest.load_audio`: mean downmix, soxr resampling to 16 kHz) and the
-    log-mel front end runs here too, so both happen in the DataLoader's worker processes while the model works.
+    Decoding (`maest_tools.features.decode_features`: ffmpeg, mean downmix, soxr resampling) and the log-mel front
+    end run here, so both happen in the DataLoader's worker processes while the model works.
     The features (``0.375`` floats per sample) are smaller than the waveform they replace.
 
     ``items`` are ``(position in the sorted input list, path)`` pairs (see `shard_of`). Items are dicts with
@@ -525,20 +170,17 @@ class AudioFileDataset:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        from feature_extraction_maest import load_audio
+        import torch
 
         index, path = self.items[index]
         try:
-            waveform, info = load_audio(path)
-            features = self.feature_extractor(
-                waveform, sampling_rate=16000, return_tensors="pt", return_attention_mask=False
-            )
+            features, info = decode_features(path, self.feature_extractor, name_file=False)
         except Exception as error:  # any failure of one file becomes its error record
-            return {"index": index, "path": path, "error": _error_message(error)}
+            return {"index": index, "path": path, "error": error_message(error)}
         return {
             "index": index,
             "path": path,
-            "input_values": features["input_values"][0],
+            "input_values": torch.from_numpy(features),
             "duration_s": float(info["duration_s"]),
             "source_sampling_rate": int(info["source_sampling_rate"]),
             "source_channels": int(info["source_channels"]),
@@ -553,9 +195,6 @@ def _identity(item):
 # ---------------------------------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------------------------------
-
-DTYPES = ("float32", "bfloat16", "float16")
-
 
 def _looks_like_path(model: str) -> bool:
     return (
@@ -584,7 +223,7 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
     if is_path and not os.path.isdir(expanded):
         raise UsageError(
             f"--model {model_name!r}: no such folder. Pass a folder holding config.json and model.safetensors (e.g. "
-            f"one made by scripts/convert_maest_checkpoint.py) or a Hugging Face repo id such as {DEFAULT_MODEL!r}."
+            f"one made by maest-convert) or a Hugging Face repo id such as {DEFAULT_MODEL!r}."
         )
     from transformers.utils import logging as transformers_logging
 
@@ -604,14 +243,14 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
         if "use_safetensors=False" in str(error):
             raise UsageError(
                 f"--model {model_name!r} has no model.safetensors, only pickled weights (pytorch_model.bin). Convert "
-                "them once (scripts/convert_maest_checkpoint.py, or load and save_pretrained with safetensors), or "
+                "them once (maest-convert, or load and save_pretrained with safetensors), or "
                 "pass --allow-pickle if you trust the file."
             ) from None
         if is_path:
             raise UsageError(
                 f"--model {model_name!r}: the folder is not a loadable MAEST model ({first_line}). It needs "
                 "config.json and model.safetensors, as written by save_pretrained or "
-                "scripts/convert_maest_checkpoint.py."
+                "maest-convert."
             ) from None
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         reason = "HF_HUB_OFFLINE is set" if offline else "no network connection, or the repo id does not exist"
@@ -620,7 +259,7 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
             f"A repo id such as the default {DEFAULT_MODEL!r} is downloaded on first use (and cached), which needs "
             "network access. Either run once with network access (unset HF_HUB_OFFLINE), or point --model at a local "
             "folder holding config.json and model.safetensors, e.g. `--model /path/to/discogs-maest-10s-fs-129e` "
-            "(a download of the repository, or a folder made by scripts/convert_maest_checkpoint.py)."
+            "(a download of the repository, or a folder made by maest-convert)."
         ) from None
     finally:
         if bars_were_enabled:
@@ -782,8 +421,8 @@ class Tagger:
         input_values = input_values.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
         with torch.inference_mode():
-            # One pass gives the scores and, with --embeddings, the embedding after block --layer.
-            block = self.args.layer if self.args.embeddings != "none" else None
+            # One pass gives the scores and, with --embeddings, the embedding after block --block.
+            block = self.args.block if self.args.embeddings != "none" else None
             output = self.model(input_values=input_values, attention_mask=attention_mask, embedding_block=block)
             scores = scores_from_logits(output.logits, self.model.config.problem_type).cpu()
             embeddings = None
@@ -801,9 +440,7 @@ class Tagger:
         reference = embedding_ref(self.output, path)
         target = os.path.join(os.path.dirname(os.path.abspath(self.output)), reference)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        temporary = f"{target}.tmp-{os.getpid()}.npy"
-        np.save(temporary, embedding.numpy().astype(np.float32, copy=False))
-        os.replace(temporary, target)
+        save_npy(target, embedding.numpy().astype(np.float32, copy=False))
         return reference
 
     def run_batch(self, items: list[dict]) -> None:
@@ -819,7 +456,7 @@ class Tagger:
                 for item in items:
                     self.run_batch([item])
                 return
-            self.emit_error(items[0], f"the model failed on this track: {_error_message(error)}")
+            self.emit_error(items[0], f"the model failed on this track: {error_message(error)}")
             return
         for row, item in enumerate(items):
             if not bool(torch.isfinite(scores[row]).all()):
@@ -838,7 +475,7 @@ class Tagger:
                 try:
                     record["embedding_ref"] = self._save_embedding(item["path"], embeddings[row])
                 except OSError as error:
-                    self.emit_error(item, f"could not write its embedding: {_error_message(error)}")
+                    self.emit_error(item, f"could not write its embedding: {error_message(error)}")
                     continue
             self._emit(record)
 
@@ -875,25 +512,15 @@ def _top_k(text: str) -> int | str:
     return positive_int(text)
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option documented with its unit and default)."""
     parser = argparse.ArgumentParser(
-        prog="maest_tag.py",
+        prog="maest-tag",
         description="Tag (and embed) every audio file of a music collection with MAEST. One record per file: path, "
         "duration_s, source_sampling_rate, source_channels, labels (best first), error, and with --embeddings "
         "embedding_ref. Run it under torchrun to use several processes or machines.",
         epilog="Exit status: 0 all files tagged, 1 some files failed (see their 'error'), 2 usage or setup error, "
-        "130 interrupted. Example: python scripts/maest_tag.py ~/Music --output tags.jsonl",
+        "130 interrupted. Example: maest-tag ~/Music --output tags.jsonl",
     )
     add = parser.add_argument
     add("inputs", nargs="*", metavar="PATH",
@@ -909,15 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the model has no model.safetensors, load its pickled pytorch_model.bin (with torch.load(weights_only=True)); default: model.safetensors only")  # fmt: skip
     add("--top-k", type=_top_k, default=None, metavar="K",
         help="keep the K best labels; 'all' keeps every label (default 5, or no limit with --threshold)")  # fmt: skip
-    add("--threshold", type=_finite_float, default=None, metavar="T",
+    add("--threshold", type=finite_float, default=None, metavar="T",
         help="keep every label with score >= T (an independent probability for MAEST)")  # fmt: skip
     add("--embeddings", choices=("none", "track", "windows"), default="none",
         help="also store embeddings: one (3*hidden,) vector per track (mean of the windows), or one row per window, "
         "(windows, 3*hidden); float32 .npy files in OUTPUT.embeddings/ (default: none)")  # fmt: skip
-    add("--layer", type=int, default=6, metavar="BLOCK",
-        help="0-based block whose output gives the embedding (default 6: the 7th of MAEST's 12 blocks)")  # fmt: skip
+    add_block_argument(parser, "the embedding (with --embeddings)")
     add("--hop", type=positive_int, default=None, metavar="FRAMES",
-        help="hop between analysis windows in mel frames (62.5 frames per second), 1..max_length (default: the "
+        help="hop between analysis windows in mel frames (62.5 per second), 1..max_length (default: the "
         "model's window_hop, 625 for the 10 s models)")  # fmt: skip
     add("--batch-size", type=positive_int, default=8, metavar="N",
         help="tracks per model call (default 8); their windows run in chunks of --windows-per-batch")  # fmt: skip
@@ -931,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cuda means cuda:LOCAL_RANK)")  # fmt: skip
     add("--dtype", choices=DTYPES, default="float32",
         help="model weight dtype (default float32; the features stay float32 up to the model)")  # fmt: skip
-    add("--extensions", type=_parse_extensions, default=frozenset(AUDIO_EXTENSIONS), metavar="LIST",
+    add("--extensions", type=parse_extensions, default=frozenset(AUDIO_EXTENSIONS), metavar="LIST",
         help="comma-separated extensions searched for in folders, case-insensitive (default: "
         + ",".join(AUDIO_EXTENSIONS) + ")")  # fmt: skip
     add("--resume", action="store_true",
@@ -946,25 +572,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge the shard journals of OUTPUT into OUTPUT and exit (no other arguments)")  # fmt: skip
     add("--quiet", "-q", action="store_true", help="no progress bars")
     return parser
-
-
-def _resolve_device(name: str, dist: Distributed):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu.")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank % torch.cuda.device_count())
-        if device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
-    return device
 
 
 def _default_num_workers(dist: Distributed) -> int:
@@ -1064,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_merge(args.merge)
         return _tag(args)
     except UsageError as error:
-        _log(f"maest_tag.py: error: {error}")
+        _log(f"maest-tag: error: {error}")
         return EXIT_USAGE
 
 
@@ -1106,7 +713,7 @@ def _tag(args) -> int:
     output = args.output
     output_format(output)
     if output_format(output) == "parquet":
-        _require_pyarrow()
+        require_pyarrow()
     if shutil.which("ffmpeg") is None:
         raise UsageError(
             "ffmpeg is not on PATH; it decodes the audio files. Install it (`apt-get install ffmpeg`, "
@@ -1150,21 +757,15 @@ def _tag(args) -> int:
         config.window_hop = args.hop
     if args.windows_per_batch is not None:
         config.max_windows_per_batch = args.windows_per_batch
-    if args.embeddings != "none" and not 0 <= args.layer < config.num_hidden_layers:
-        raise UsageError(
-            f"--layer {args.layer}: this model has {config.num_hidden_layers} blocks, so the layer (0-based) must be "
-            f"between 0 and {config.num_hidden_layers - 1}."
-        )
-    device = _resolve_device(args.device, dist)
+    args.block = resolve_block(args.block, config.num_hidden_layers)
+    device = resolve_device(args.device, dist.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         # float32 means float32: no TF32 in the patch-embedding convolution (matmuls default to no TF32 already).
         torch.backends.cudnn.allow_tf32 = False
-    model.to(device=device, dtype=getattr(torch, args.dtype))
+    model.to(device=device, dtype=resolve_dtype(args.dtype))
 
-    from feature_extraction_maest import MaestFeatureExtractor
-
-    feature_extractor = MaestFeatureExtractor()
+    feature_extractor = load_feature_extractor()
 
     dist.init()
     try:
@@ -1244,7 +845,7 @@ def _tag(args) -> int:
             written = journal_path if not dist.active else f"{output}.shard-*-of-{total}.jsonl"
             _log(
                 f"Wrote shard {shard_index} of {shard_count} to {written}; once every shard "
-                f"is done, run `python scripts/maest_tag.py --merge {output}` where all the shard files are."
+                f"is done, run `maest-tag --merge {output}` where all the shard files are."
             )
             return status
 
@@ -1267,14 +868,16 @@ def _tag(args) -> int:
         dist.close()
 
 
-def _cli() -> None:
-    # A polite stop (SIGTERM from a scheduler) ends like Ctrl-C: journals closed, nothing lost.
+def cli(argv: list[str] | None = None) -> int:
+    """The `maest-tag` command: `main` with a polite stop (SIGTERM from a scheduler) handled like Ctrl-C (journals
+    closed, nothing lost); returns the exit status."""
+
     def _interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(main())
+    return main(argv)
 
 
 if __name__ == "__main__":
-    _cli()
+    sys.exit(cli())

@@ -1,28 +1,27 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Linear-probe-style evaluation of MAEST: a small MLP trained on frozen track embeddings (the paper's protocol).
 
-Each audio file becomes one track embedding: the output of one transformer block (`--block`, 0-based, default 6 =
-the 7th block) of the frozen model, `concat(CLS, distillation, mean of the patch tokens)` (3 x 768 = 2304 values),
-averaged over the track's analysis windows (`MaestModel.embed`). A probe `Linear(2304 -> hidden) -> ReLU -> Dropout
--> Linear(hidden -> labels)` on standardised embeddings is trained with Adam on the training files, with early
-stopping on the validation score (ROC-AUC for multi-label, accuracy for single-label).
+Each audio file becomes one track embedding: the output of one transformer block (`--block`, 0-based, default the
+middle block: 6 = the 7th of MAEST's 12) of the frozen model, `concat(CLS, distillation, mean of the patch tokens)`
+(3 x 768 = 2304 values), averaged over the track's analysis windows (`MaestModel.embed`). A probe
+`Linear(2304 -> hidden) -> ReLU -> Dropout -> Linear(hidden -> labels)` on standardised embeddings is trained with
+Adam on the training files, with early stopping on the validation score (ROC-AUC for multi-label, accuracy for single-label).
 
 Embeddings are cached on disk (`--cache-dir`, default `OUTPUT_DIR/embedding_cache`), one `.npy` per file, keyed by
 the model (path or Hub commit, weight files, configuration), the block, the feature extractor settings and the
 audio file (path, size, modification time); a second probe on the same files and model reads them instead of
 running the model. Entries are written as soon as they are computed, so an interrupted run resumes.
 
-Data (`--data`, `--val-data`, `--single-label`, `--val-fraction`, `--seed`) work as in `finetune.py`: a
-`path,labels` CSV (labels separated by ';') or a folder with one sub-folder per label.
+Data (`--data`, `--val-data`, `--single-label`, `--val-fraction`, `--seed`) work as in `maest-finetune`
+(`maest_tools.labelled`): a `path,labels` CSV (labels separated by ';') or a folder with one sub-folder per label.
 
 Output (`--output-dir`): `metrics.json` (per-epoch training loss and validation loss and metrics, the best epoch and
 its metrics, cache statistics), `probe.safetensors` + `probe_config.json` (load with `load_probe`).
 
 Example::
 
-    python scripts/probe.py --data my_tracks.csv --output-dir probe-block6
-    python scripts/probe.py --data my_tracks.csv --output-dir probe-block4 --block 4
+    maest-probe --data my_tracks.csv --output-dir probe-block6
+    maest-probe --data my_tracks.csv --output-dir probe-block4 --block 4
 """
 
 from __future__ import annotations
@@ -40,23 +39,23 @@ import numpy as np
 import torch
 from torch import nn
 
-
-SCRIPTS = Path(__file__).resolve().parent
-ROOT = SCRIPTS.parent
-for _path in (str(ROOT), str(SCRIPTS)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from cli_types import non_negative_int, run_main  # noqa: E402
-from finetune import (  # noqa: E402
-    BEST_METRIC,
+from .cli import (
     DEFAULT_MODEL,
-    _atomic_save_npy,
-    _positive,
-    _resolve_device,
+    add_block_argument,
+    non_negative_int,
+    parse_arguments,
+    positive,
+    resolve_block,
+    run_main,
+)
+from .devices import add_device_argument, resolve_device
+from .features import decode_features, load_feature_extractor
+from .files import file_fingerprint, save_npy
+from .labelled import (
+    BEST_METRIC,
+    add_data_arguments,
     classification_metrics,
-    file_fingerprint,
-    load_feature_extractor,
+    data_summary,
     training_and_validation_data,
 )
 
@@ -146,7 +145,7 @@ class EmbeddingCache:
                 self.hits += 1
                 continue
             embedding = np.asarray(compute(path), dtype=np.float32)
-            _atomic_save_npy(entry, embedding)
+            save_npy(entry, embedding)
             rows.append(embedding)
             self.computed += 1
         return np.stack(rows)
@@ -170,14 +169,8 @@ class TrackEmbedder:
 
     @torch.inference_mode()
     def __call__(self, path: Path) -> np.ndarray:
-        from feature_extraction_maest import load_audio
-
-        audio, _ = load_audio(path)
-        try:
-            inputs = self.feature_extractor(audio, sampling_rate=16000, return_tensors="pt")
-        except ValueError as error:
-            raise ValueError(f"{str(path)!r}: {error}") from None
-        embedding = self.model.embed(inputs["input_values"].to(self.device), block=self.block)
+        features, _info = decode_features(path, self.feature_extractor)
+        embedding = self.model.embed(torch.from_numpy(features)[None].to(self.device), block=self.block)
         return embedding[0].float().cpu().numpy()
 
 
@@ -313,51 +306,39 @@ def load_probe(folder: str | os.PathLike) -> tuple[MLPProbe, dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="probe.py",
+        prog="maest-probe",
         description="Train a small MLP probe on frozen MAEST track embeddings of a chosen block.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="CSV with columns path,labels (labels separated by ';', paths "
-                        "relative to the CSV) or a folder with one sub-folder of audio files per label (single-label).")
-    parser.add_argument("--single-label", action="store_true", help="One label per file: softmax, cross-entropy and "
-                        "accuracy instead of sigmoids, binary cross-entropy and ROC-AUC / PR-AUC. Implied by a folder.")
-    parser.add_argument("--val-data", help="Separate validation set (CSV or folder); default: split --val-fraction "
-                        "of --data off.")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="Fraction of the files held out for "
-                        "validation (per class for single-label).")
+    add_data_arguments(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Frozen MAEST: a Hub repo id or a local folder.")
-    parser.add_argument("--block", type=int, default=6, help="0-based transformer block whose output is embedded "
-                        "(6 = the 7th block, the paper's choice; negative counts from the end).")
+    add_block_argument(parser)
     parser.add_argument("--output-dir", required=True, help="Folder for metrics.json, probe.safetensors and "
                         "probe_config.json (files from an earlier run there are replaced).")
     parser.add_argument("--cache-dir", help="Embedding cache folder; default OUTPUT_DIR/embedding_cache. Share it "
                         "between runs (other blocks, probe settings) to embed each file once per model and block.")
-    parser.add_argument("--hidden-size", type=_positive("--hidden-size", int), default=256,
+    parser.add_argument("--hidden-size", type=positive("--hidden-size", int), default=256,
                         help="Units of the probe's hidden layer.")
     parser.add_argument("--dropout", type=float, default=0.5, help="Dropout probability after the hidden layer.")
-    parser.add_argument("--epochs", type=_positive("--epochs", int), default=200, help="Most training epochs.")
-    parser.add_argument("--batch-size", type=_positive("--batch-size", int), default=64, help="Embeddings per step.")
-    parser.add_argument("--learning-rate", type=_positive("--learning-rate"), default=1e-3, help="Adam learning rate.")
+    parser.add_argument("--epochs", type=positive("--epochs", int), default=200, help="Most training epochs.")
+    parser.add_argument("--batch-size", type=positive("--batch-size", int), default=64, help="Embeddings per step.")
+    parser.add_argument("--learning-rate", type=positive("--learning-rate"), default=1e-3, help="Adam learning rate.")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam L2 weight decay.")
     parser.add_argument("--patience", type=non_negative_int, default=20, help="Stop after this many epochs without "
                         "a better validation score; 0 = run all --epochs.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the probe's initial weights and "
                         "the batch order.")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                        help="Where the embeddings are computed (the probe trains on the CPU).")
+    add_device_argument(parser, "the embeddings are computed (the probe trains on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the probe; returns the contents of metrics.json. Raises ValueError / FileNotFoundError on bad input."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_arguments(build_parser(), argv)
     if not 0 <= args.dropout < 1:
         raise ValueError(f"--dropout is a probability in [0, 1), got {args.dropout}.")
-    device = _resolve_device(args.device)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
 
     data, train_data, val_data = training_and_validation_data(
         args.data, args.val_data, args.single_label, args.val_fraction, args.seed
@@ -367,13 +348,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from configuration_maest import MaestConfig
 
     config = MaestConfig.from_pretrained(args.model)
-    layers = config.num_hidden_layers
-    if not -layers <= args.block < layers:
-        raise ValueError(
-            f"--block {args.block} is outside the model's {layers} blocks: use 0..{layers - 1} (0-based; 6 is the "
-            f"7th block) or -{layers}..-1 to count from the end."
-        )
-    block = args.block % layers
+    block = resolve_block(args.block, config.num_hidden_layers)
     feature_extractor = load_feature_extractor(args.model)
     identity = embedding_identity(args.model, config, block, feature_extractor)
     output_dir = Path(args.output_dir).expanduser()
@@ -405,17 +380,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         },
     )  # fmt: skip
     metrics = {
-        "task": "single-label" if single_label else "multi-label",
         "model": args.model,
         "block": block,
         "embedding_size": int(train_x.shape[1]),
-        "labels": list(label_names),
-        "data": data.source,
-        "validation": val_data.source if args.val_data else f"{args.val_fraction:g} of --data (seed {args.seed})",
-        "num_train_files": len(train_data),
-        "num_val_files": len(val_data),
-        "train_files": [str(path) for path in train_data.paths],
-        "val_files": [str(path) for path in val_data.paths],
+        **data_summary(data, train_data, val_data, args),
         "embedding_cache": {"folder": str(cache.folder), "hits": cache.hits, "computed": cache.computed},
         "metric_for_best_model": BEST_METRIC[single_label],
         "best_epoch": best_epoch,
@@ -434,8 +402,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: bad input prints one line `probe.py: error: ...` and exits with status 2."""
-    return run_main(main, argv, "probe.py")
+    """The `maest-probe` command: bad input prints one line `maest-probe: error: ...`, exit status 2."""
+    return run_main(main, argv, "maest-probe")
 
 
 if __name__ == "__main__":

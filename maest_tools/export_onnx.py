@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Export MAEST to ONNX: one analysis window in, the window's logits and the paper's embedding out.
 
-    python scripts/export_onnx.py --model path/to/maest-folder --output maest.onnx [--opset 18] [--embedding-block 6]
+    maest-export-onnx --model path/to/maest-folder --output maest.onnx [--opset 18] [--block 6]
 
 The ONNX graph runs ONE window per batch item:
 
@@ -12,8 +11,8 @@ The ONNX graph runs ONE window per batch item:
 * output ``logits``: float32 ``(batch, num_labels)``, the head's logits of each window (``sigmoid`` gives MAEST's
   independent style probabilities).
 * output ``embedding``: float32 ``(batch, 3 * hidden_size)`` (2304 for MAEST), the paper's embedding of the window:
-  ``concat(h_cls, h_dist, mean of the patch tokens)`` of the output of block ``--embedding-block`` (0-based, before
-  the final LayerNorm), the same values as ``model.embed(window, block=K)``.
+  ``concat(h_cls, h_dist, mean of the patch tokens)`` of the output of block ``--block`` (0-based, default the middle
+  block, before the final LayerNorm), the same values as ``model.embed(window, block=K)``.
 
 Whole tracks stay in Python, as in the PyTorch model: cut the track's frames into windows of ``max_length`` frames
 starting at ``modeling_maest.window_starts(frames, max_length, window_hop)`` (a window every ``window_hop`` frames
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -42,12 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from modeling_maest import MaestForAudioClassification, pool_window_logits, window_starts
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from modeling_maest import MaestForAudioClassification, window_starts  # noqa: E402
+from .cli import EXIT_USAGE, UsageError, add_block_argument, resolve_block
 
 
 MIN_OPSET = 18
@@ -61,12 +56,15 @@ class MaestOnnxWindow(nn.Module):
 
     Args:
         model (`MaestForAudioClassification`): the model to export (kept as is; put it in eval mode).
-        embedding_block (`int`): 0-based block whose output gives the embedding (negative counts from the end).
+        embedding_block (`int`, *optional*): 0-based block whose output gives the embedding (negative counts from
+            the end); default the middle block, `num_hidden_layers // 2`.
     """
 
-    def __init__(self, model: MaestForAudioClassification, embedding_block: int = 6):
+    def __init__(self, model: MaestForAudioClassification, embedding_block: int | None = None):
         super().__init__()
         layers = model.config.num_hidden_layers
+        if embedding_block is None:
+            embedding_block = layers // 2
         if (
             isinstance(embedding_block, bool)
             or not isinstance(embedding_block, int)
@@ -109,7 +107,7 @@ def export_onnx(
     model: MaestForAudioClassification,
     output: str | Path,
     opset: int = DEFAULT_OPSET,
-    embedding_block: int = 6,
+    embedding_block: int | None = None,
     check: bool = True,
 ) -> Path:
     """Export `model` to an ONNX file of one-window inference (see the module docstring) and return its path.
@@ -118,7 +116,8 @@ def export_onnx(
         model (`MaestForAudioClassification`): the model, on the CPU in float32.
         output (`str` or `Path`): the .onnx file to write (its folder is created).
         opset (`int`, *optional*, defaults to 18): ONNX opset, at least 18 (the dynamo exporter's minimum).
-        embedding_block (`int`, *optional*, defaults to 6): 0-based block of the embedding output.
+        embedding_block (`int`, *optional*): 0-based block of the embedding output; default the middle block
+            (`num_hidden_layers // 2`, 6 for MAEST).
         check (`bool`, *optional*, defaults to `True`): run the file with onnxruntime on a full and a shorter random
             window and raise if logits or embedding differ from PyTorch by more than 1e-4.
 
@@ -199,7 +198,7 @@ class MaestOnnxRunner:
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [key for key in ("max_length", "window_hop", "num_mel_bins") if METADATA_PREFIX + key not in metadata]
         if missing:
-            raise ValueError(f"{path} lacks the MAEST metadata {missing}: export it with scripts/export_onnx.py.")
+            raise ValueError(f"{path} lacks the MAEST metadata {missing}: export it with maest-export-onnx.")
 
         def read(key: str) -> int:
             return int(metadata[METADATA_PREFIX + key])
@@ -284,65 +283,52 @@ class MaestOnnxRunner:
         }
 
     def _pool(self, window_logits: np.ndarray) -> np.ndarray:
-        """Track logits: equal-weight mean of the windows in probability space (as the PyTorch model)."""
-        logits = window_logits.astype(np.float64)
-        if len(logits) == 1:
+        """Track logits of one track's window logits `(windows, labels)`: `modeling_maest.pool_window_logits`, the
+        PyTorch model's own track score (mean of the window probabilities)."""
+        if len(window_logits) == 1:
             return window_logits[0]
-        if self.problem_type == "regression":
-            return logits.mean(axis=0).astype(np.float32)
-        if self.problem_type == "single_label_classification":
-            log_probs = logits - _logsumexp(logits, axis=1, keepdims=True)
-            return (_logsumexp(log_probs, axis=0) - math.log(len(logits))).astype(np.float32)
-        # log(mean p) - log(mean (1 - p)) with p = sigmoid(logits); sigmoid of it is the mean probability.
-        positive = _logsumexp(-np.logaddexp(0.0, -logits), axis=0)
-        negative = _logsumexp(-np.logaddexp(0.0, logits), axis=0)
-        return (positive - negative).astype(np.float32)
-
-
-def _logsumexp(values: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
-    peak = values.max(axis=axis, keepdims=True)
-    total = np.log(np.exp(values - peak).sum(axis=axis, keepdims=True)) + peak
-    return total if keepdims else np.squeeze(total, axis=axis)
+        problem_type = None if self.problem_type == "None" else self.problem_type
+        logits = torch.from_numpy(np.asarray(window_logits, dtype=np.float32))[None]
+        mask = torch.ones(logits.shape[:2], dtype=torch.bool)
+        return pool_window_logits(logits, mask, problem_type)[0].numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog="maest-export-onnx",
         description="Export MAEST (one window: logits + the paper's embedding) to ONNX with dynamic batch and frames.",
         epilog="Whole tracks: cut windows with modeling_maest.window_starts and average in Python (see "
-        "MaestOnnxRunner.analyse in this script).",
+        "MaestOnnxRunner.analyse in maest_tools.export_onnx).",
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="folder (or Hub id) of a MAEST model loadable with MaestForAudioClassification.from_pretrained",
-    )
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})"
-    )
-    parser.add_argument(
-        "--embedding-block",
-        type=int,
-        default=6,
-        help="0-based block whose output gives the embedding output (default 6, the 7th block)",
-    )
-    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check after exporting")
+    add = parser.add_argument
+    add("--model", required=True,
+        help="folder or Hub id of a MAEST model (MaestForAudioClassification.from_pretrained)")  # fmt: skip
+    add("--output", required=True, help="the .onnx file to write")
+    add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")
+    add_block_argument(parser, "the embedding output")
+    add("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check after exporting")
     args = parser.parse_args(argv)
     if args.opset < MIN_OPSET:
         parser.error(f"--opset {args.opset}: the dynamo exporter needs opset >= {MIN_OPSET}")
     try:
         model = MaestForAudioClassification.from_pretrained(args.model).eval()
     except (OSError, ValueError) as error:
-        print(f"export_onnx: could not load the model from {args.model!r}: {error}", file=sys.stderr)
-        return 2
-    layers = model.config.num_hidden_layers
-    if not -layers <= args.embedding_block < layers:
-        parser.error(f"--embedding-block {args.embedding_block}: the model has {layers} blocks (0..{layers - 1})")
-    path = export_onnx(model, args.output, args.opset, args.embedding_block, check=not args.no_check)
+        print(f"maest-export-onnx: could not load the model from {args.model!r}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        block = resolve_block(args.block, model.config.num_hidden_layers)
+    except UsageError as error:
+        parser.error(str(error))
+    path = export_onnx(model, args.output, args.opset, block, check=not args.no_check)
     checked = "" if args.no_check else f", checked against PyTorch within {CHECK_TOLERANCE:g}"
-    print(f"export_onnx: wrote {path} (opset {args.opset}, embedding block {args.embedding_block % layers}{checked})")
+    print(f"maest-export-onnx: wrote {path} (opset {args.opset}, embedding block {block}{checked})")
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The `maest-export-onnx` command; returns the exit status (0 exported and checked, 2 bad input)."""
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

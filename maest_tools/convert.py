@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Convert a MAEST checkpoint into a Hugging Face MAEST model folder, check it numerically, optionally push it.
 
-Two kinds of source are read (MAEST_FACTS section 3):
+Two kinds of source are read:
 
 * a release file of the MAEST training repository (`*.ckpt`): a `torch.save`d state dict, or a Lightning checkpoint
   `{"state_dict": ...}` whose keys carry the prefixes `net_swa.` (the released SWA weights, used whenever present)
@@ -13,70 +12,64 @@ Two kinds of source are read (MAEST_FACTS section 3):
 The architecture is read from the tensor shapes (width, depth, MLP width, time positions, labels; heads = width // 64,
 as in every MAEST model), or checked against one of the eight published variants with `--arch`. The output folder
 holds `config.json` (`model_type: "maest"`, `auto_map`, the custom pipeline), `model.safetensors`, the three
-remote-code modules, `preprocessor_config.json` and a model card (`README.md`). The folder is then reloaded and its
-logits and per-token hidden states are compared with a forward pass of the source weights, at the full window and at a
-shorter one (tolerance 1e-4); the numbers go into the model card.
+remote-code modules, `preprocessor_config.json` and a model card (`README.md`), written by `maest_tools.hub`.
+
+The folder is then checked: every source tensor must stand, bit for bit, where the key tables put it (the query, key
+and value rows of each block's `qkv`, the position table composed frequency-major as `freq_pos[f] + time_pos[t]`);
+and the reloaded float32 model's logits and per-token hidden states must match a float64 run of the source tensors
+in `MaestForAudioClassification` (for a published folder at the full window: transformers' own
+`ASTForAudioClassification`), at the full window and at a shorter one (tolerance 1e-4). The numbers go into the
+model card.
 
 Usage:
-    python scripts/convert_maest_checkpoint.py --checkpoint discogs-maest-10s-fs-129e.ckpt \
+    maest-convert --checkpoint discogs-maest-10s-fs-129e.ckpt \
         --output-dir converted/discogs-maest-10s-fs-129e [--arch discogs-maest-10s-fs-129e]
-    python scripts/convert_maest_checkpoint.py --checkpoint mtg-upf/discogs-maest-30s-pw-129e-519l \
+    maest-convert --checkpoint mtg-upf/discogs-maest-30s-pw-129e-519l \
         --output-dir converted/discogs-maest-30s-pw-129e-519l --push-to-hub my-org/discogs-maest-30s-pw-129e-519l
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
-import shutil
 import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from huggingface_hub import HfApi
+from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_PRESETS, MaestConfig, num_patches
+from modeling_maest import MaestForAudioClassification
 
-
-SCRIPTS = Path(__file__).resolve().parent
-ROOT = SCRIPTS.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_CODE_FILES, MAEST_PRESETS, MaestConfig  # noqa: E402
-from modeling_maest import MaestForAudioClassification  # noqa: E402
+from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from .files import sha256_file
+from .hub import push_folder, save_model_folder
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Facts about every MAEST model (MAEST_FACTS section 2)
+# Facts about every MAEST model: the defaults of MaestConfig describe them
 # ---------------------------------------------------------------------------------------------------------------------
 
-HEAD_DIM = 64  # every MAEST model: heads = hidden_size // 64 (the head count cannot be read from shapes)
-PATCH_SIZE = 16
-PATCH_STRIDE = 10  # frequency and time
-NUM_MEL_BINS = 96
-FREQUENCY_PATCHES = (NUM_MEL_BINS - PATCH_SIZE) // PATCH_STRIDE + 1  # 9
-LAYER_NORM_EPS = 1e-6  # blocks and final norm of the release models
-VIT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+_MAEST = MaestConfig()
+HEAD_DIM = _MAEST.hidden_size // _MAEST.num_attention_heads  # 64: heads = hidden_size // 64 in every MAEST model
+PATCH_SIZE = _MAEST.patch_size
+PATCH_STRIDE = _MAEST.frequency_stride  # the time stride is the same
+NUM_MEL_BINS = _MAEST.num_mel_bins
+FREQUENCY_PATCHES = num_patches(PATCH_SIZE, NUM_MEL_BINS, PATCH_SIZE, PATCH_STRIDE, PATCH_STRIDE)[0]  # 9
+LAYER_NORM_EPS = _MAEST.layer_norm_eps  # blocks and final norm of the release models
+VIT_BASE = {name: getattr(_MAEST, name)
+            for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}  # fmt: skip
 
-LABELS_DIR = SCRIPTS / "labels"
+PACKAGE = Path(__file__).resolve().parent
+LABELS_DIR = PACKAGE / "labels"
 LABEL_FILES = {400: "discogs_400_labels.json", 519: "discogs_519_labels.json"}
-CODE_FILES = MAEST_CODE_FILES
-MODEL_CARD_TEMPLATE = SCRIPTS / "model_card_template.md"
-OUTPUT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *CODE_FILES)
-AUTO_MAP = {
-    "AutoConfig": "configuration_maest.MaestConfig",
-    "AutoModel": "modeling_maest.MaestModel",
-    "AutoModelForAudioClassification": "modeling_maest.MaestForAudioClassification",
-}
+MODEL_CARD_TEMPLATE = PACKAGE / "model_card_template.md"
 TOLERANCE = 1e-4  # max abs difference of logits and hidden states, float32 model vs the source forward
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Key tables: release .ckpt (MAEST_FACTS 3a) -> MAEST = pre-5.0 transformers AST names (3b)
+# Key tables: release .ckpt names -> MAEST names (= the pre-5.0 transformers AST names of the published models)
 # ---------------------------------------------------------------------------------------------------------------------
 
 AST = "audio_spectrogram_transformer."
@@ -125,7 +118,7 @@ RELEASE_DROPPED_PREFIXES = ("head_dist.", "melspectrogram.")
 LIGHTNING_PREFIXES = ("net_swa.", "net.")
 
 
-class ConversionError(Exception):
+class ConversionError(UsageError):
     """A source that cannot be converted: the message names the problem, the value seen and the fix."""
 
 
@@ -543,7 +536,7 @@ def infer_release_shape(tensors: dict[str, torch.Tensor]) -> MaestShape:
             "This is not a MAEST release checkpoint:\n  missing keys: " + ", ".join(absent) + "\n  "
             f"its keys are: {_short_list(tensors, 12)}\n"
             "A release .ckpt holds cls_token, dist_token, new_pos_embed, freq_new_pos_embed, time_new_pos_embed, "
-            "patch_embed.proj.*, blocks.{i}.*, norm.*, head.0.*, head.1.* (MAEST_FACTS section 3a)."
+            "patch_embed.proj.*, blocks.{i}.*, norm.*, head.0.*, head.1.*."
         )
     hidden = tensors["cls_token"].shape[-1]
     if hidden % HEAD_DIM:
@@ -647,13 +640,10 @@ def hub_to_maest(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def build_config(
     shape: MaestShape, labels: list[str], window_hop: int, head_layer_norm_eps: float, hub_config: dict | None
 ) -> MaestConfig:
-    """The MaestConfig of the converted model, with auto_map and the custom pipeline of this repository."""
+    """The MaestConfig of the converted model (`maest_tools.hub.save_model_folder` adds auto_map and the pipelines)."""
+    sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_length")
     kwargs = dict(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        intermediate_size=shape.intermediate_size,
-        max_length=shape.max_length,
+        {name: getattr(shape, name) for name in sizes},
         window_hop=window_hop,
         layer_norm_eps=LAYER_NORM_EPS,
         head_layer_norm_eps=head_layer_norm_eps,
@@ -670,9 +660,6 @@ def build_config(
         config = MaestConfig(**kwargs)
     except ValueError as error:
         raise ConversionError(f"The checkpoint gives an invalid MaestConfig: {error}") from None
-    config.architectures = ["MaestForAudioClassification"]
-    config.auto_map = dict(AUTO_MAP)
-    config.custom_pipelines = json.loads((ROOT / "config.json").read_text(encoding="utf-8"))["custom_pipelines"]
     return config
 
 
@@ -690,100 +677,22 @@ def _hub_labels(config: dict, num_labels: int) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Source forward passes for the check
+# References for the check
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def release_forward(
-    tensors: dict[str, torch.Tensor],
-    input_values: torch.Tensor,
-    num_heads: int,
-    layer_norm_eps: float = LAYER_NORM_EPS,
-    head_layer_norm_eps: float = 1e-5,
-    patch_positions: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """MAEST (MAEST_FACTS section 2) in float64, straight from release-named tensors, one window per item.
-
-    Args:
-        tensors: release names (`cls_token`, `blocks.{i}.attn.qkv.weight`, ...).
-        input_values: `(batch, frames, 96)` normalised log-mel, at most one window.
-        num_heads: attention heads.
-        patch_positions: `(F, T, E)` patch position table to use instead of `freq_new_pos_embed + time_new_pos_embed`
-            (for weights whose table is stored summed, as in the published layout).
-
-    Returns:
-        `(logits (batch, labels), hidden_states)`: the token sequences after the embeddings and after each block,
-        before the final norm, `(batch, 2 + F*T', E)` with patches frequency-major.
-    """
-    w = {k: v.double() for k, v in tensors.items() if v.is_floating_point()}
-    E = w["cls_token"].shape[-1]
-    batch = input_values.shape[0]
-    # (batch, frames, mel) -> image (batch, 1, mel, frames) -> grid (batch, E, F, T')
-    grid = F.conv2d(input_values.double().transpose(1, 2)[:, None], w["patch_embed.proj.weight"],
-                    w["patch_embed.proj.bias"], stride=PATCH_STRIDE)  # fmt: skip
-    columns = grid.shape[-1]
-    if patch_positions is None:
-        grid = grid + w["freq_new_pos_embed"] + w["time_new_pos_embed"][..., :columns]
-    else:
-        grid = grid + patch_positions.double().permute(2, 0, 1)[None, :, :, :columns]
-    patches = grid.flatten(2).transpose(1, 2)
-    special = torch.cat([w["cls_token"], w["dist_token"]], dim=1) + w["new_pos_embed"]
-    h = torch.cat([special.expand(batch, -1, -1), patches], dim=1)
-    hidden_states = [h]
-    head_dim = E // num_heads
-    i = 0
-    while f"blocks.{i}.norm1.weight" in w:
-        p = f"blocks.{i}."
-        y = F.layer_norm(h, (E,), w[p + "norm1.weight"], w[p + "norm1.bias"], layer_norm_eps)
-        q, k, v = F.linear(y, w[p + "attn.qkv.weight"], w[p + "attn.qkv.bias"]).split(E, dim=-1)
-        q, k, v = (t.view(batch, -1, num_heads, head_dim).transpose(1, 2) for t in (q, k, v))
-        attention = torch.softmax(q @ k.transpose(-1, -2) / head_dim**0.5, dim=-1)
-        context = (attention @ v).transpose(1, 2).reshape(batch, -1, E)
-        h = h + F.linear(context, w[p + "attn.proj.weight"], w[p + "attn.proj.bias"])
-        y = F.layer_norm(h, (E,), w[p + "norm2.weight"], w[p + "norm2.bias"], layer_norm_eps)
-        y = F.gelu(F.linear(y, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"]))
-        h = h + F.linear(y, w[p + "mlp.fc2.weight"], w[p + "mlp.fc2.bias"])
-        hidden_states.append(h)
-        i += 1
-    h = F.layer_norm(h, (E,), w["norm.weight"], w["norm.bias"], layer_norm_eps)
-    pooled = F.layer_norm((h[:, 0] + h[:, 1]) / 2, (E,), w["head.0.weight"], w["head.0.bias"], head_layer_norm_eps)
-    return F.linear(pooled, w["head.1.weight"], w["head.1.bias"]), hidden_states
-
-
-def hub_to_release_names(tensors: dict[str, torch.Tensor], shape: MaestShape) -> tuple[dict, torch.Tensor]:
-    """Published-layout tensors under release names for `release_forward`, and their `(F, T, E)` patch positions."""
-    E = shape.hidden_size
-    positions = tensors[AST + "embeddings.position_embeddings"][0]
-    out = {
-        "cls_token": tensors[AST + "embeddings.cls_token"],
-        "dist_token": tensors[AST + "embeddings.distillation_token"],
-        "new_pos_embed": positions[None, :2],
-    }
-    for release, maest in RELEASE_RENAMES.items():
-        if not release.startswith(("cls_token", "dist_token")):
-            out[release] = tensors[maest]
-    for i in range(shape.num_hidden_layers):
-        source, target = f"{AST}encoder.layer.{i}.", f"blocks.{i}."
-        for release, maest in RELEASE_BLOCK_RENAMES.items():
-            out[target + release] = tensors[source + maest]
-        for key, kind in zip(RELEASE_QKV, ("weight", "bias")):
-            out[target + key] = torch.cat(
-                [tensors[source + f"attention.attention.{name}.{kind}"] for name in ("query", "key", "value")]
-            )
-    grid = positions[2:].reshape(shape.frequency_patches, shape.time_positions, E)
-    return out, grid
+# The fields of transformers' ASTConfig that MaestConfig shares, with the same meaning (MAEST keeps AST's names).
+AST_CONFIG_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                     "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
+                     "patch_size", "qkv_bias", "frequency_stride", "time_stride", "max_length", "num_mel_bins",
+                     "id2label", "label2id")  # fmt: skip
 
 
 def load_transformers_ast(source: Source, head_layer_norm_eps: float):
     """transformers' own ASTForAudioClassification on the source folder, head LayerNorm eps set to ours."""
     from transformers import ASTConfig, ASTForAudioClassification
 
-    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-              "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-              "patch_size", "qkv_bias", "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label",
-              "label2id")  # fmt: skip
-    config = ASTConfig(**{k: source.hub_config[k] for k in fields if k in source.hub_config})
+    config = ASTConfig(**{k: source.hub_config[k] for k in AST_CONFIG_FIELDS if k in source.hub_config})
     model, info = ASTForAudioClassification.from_pretrained(
         source.folder, config=config, output_loading_info=True,
         use_safetensors=source.weights_file.suffix == ".safetensors",
@@ -836,6 +745,58 @@ def check_lengths(shape: MaestShape) -> tuple[int, int]:
     return shape.max_length, max(PATCH_SIZE, shape.max_length * 3 // 5)
 
 
+def placement_problems(source: Source, shape: MaestShape, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Where the saved weights differ from the source tensors they must be, bit for bit (after the float32 cast).
+
+    Written apart from `release_to_maest`, the other way round: each block's saved query, key and value rows stacked
+    again must be its `qkv`; each patch row `2 + f * T + t` of the saved position table must be
+    `freq_new_pos_embed[..., f, 0] + time_new_pos_embed[..., 0, t]` (added in the source's own 4-D layout); every
+    renamed tensor must be its source; and no key may be missing or extra.
+    """
+    tensors = source.tensors
+    if source.kind == "hub":
+        expected = {key: value.to(torch.float32) for key, value in tensors.items()}
+    else:
+        expected = {maest: tensors[release] for release, maest in RELEASE_RENAMES.items()}
+        for i in range(shape.num_hidden_layers):
+            for release, maest in RELEASE_BLOCK_RENAMES.items():
+                expected[f"{AST}encoder.layer.{i}.{maest}"] = tensors[f"blocks.{i}.{release}"]
+        expected = {key: value.to(torch.float32) for key, value in expected.items()}
+    problems = []
+    missing, extra = set(expected) - set(saved), set(saved) - set(expected)
+    if source.kind == "release":
+        extra -= {key for key in extra if ".attention.attention." in key or key.endswith("position_embeddings")}
+        for i in range(shape.num_hidden_layers):
+            prefix = f"{AST}encoder.layer.{i}.attention.attention."
+            for kind, release in zip(("weight", "bias"), RELEASE_QKV):
+                names = [f"{prefix}{name}.{kind}" for name in ("query", "key", "value")]
+                if not all(name in saved for name in names):
+                    missing.update(name for name in names if name not in saved)
+                    continue
+                stacked = torch.cat([saved[name] for name in names])
+                if not torch.equal(stacked, tensors[f"blocks.{i}.{release}"].to(torch.float32)):
+                    problems.append(f"block {i}: query/key/value {kind} rows are not the source's qkv [q; k; v]")
+        key = AST + "embeddings.position_embeddings"
+        if key in saved:
+            frequency, time = tensors["freq_new_pos_embed"], tensors["time_new_pos_embed"]
+            grid = (frequency[0] + time[0]).permute(1, 2, 0).to(torch.float32)  # (F, T, E), patch (f, t)
+            table = saved[key][0]
+            if not torch.equal(table[:2], tensors["new_pos_embed"][0].to(torch.float32)):
+                problems.append("position table: the CLS / distillation rows are not new_pos_embed")
+            if not torch.equal(table[2:].reshape(grid.shape), grid):
+                problems.append("position table: patch rows are not freq_pos[f] + time_pos[t] in frequency-major order")
+        else:
+            missing.add(key)
+    if missing:
+        problems.append(f"missing tensors: {_short_list(missing)}")
+    if extra:
+        problems.append(f"tensors with no source: {_short_list(extra)}")
+    for key in sorted(set(expected) & set(saved)):
+        if not torch.equal(saved[key], expected[key]):
+            problems.append(f"{key} is not the source tensor")
+    return problems
+
+
 def _max_diff(ours, theirs) -> float:
     return max(float((a.double() - b.double()).abs().max()) for a, b in zip(ours, theirs))
 
@@ -843,19 +804,22 @@ def _max_diff(ours, theirs) -> float:
 def verify(folder: Path, source: Source, shape: MaestShape, head_layer_norm_eps: float, layer_norm_eps: float):
     """Reload `folder` and compare it with the source model at the full window and a shorter input.
 
-    The source model is a float64 forward of the release tensors (release files), or transformers'
-    ASTForAudioClassification loaded from the source folder with its head LayerNorm eps set to ours (published
-    layout; it only takes full windows, so the shorter input uses the float64 forward of the published tensors).
+    The source model is `MaestForAudioClassification` in float64 holding the source tensors (`placement_problems`
+    checks separately that the saved tensors are those tensors, in their places), or, for a published folder at
+    the full window, transformers' ASTForAudioClassification loaded from the source folder with its head LayerNorm
+    eps set to ours (it only takes full windows).
     """
     model, info = MaestForAudioClassification.from_pretrained(folder, output_loading_info=True)
     if info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]:
         raise CheckFailed(f"Reloading {folder} did not restore every weight: {info}")
     model.eval()
-    heads = shape.num_attention_heads
-    if source.kind == "release":
-        tensors, positions = source.tensors, None
-    else:
-        tensors, positions = hub_to_release_names(source.tensors, shape)
+    state = release_to_maest(source.tensors, shape) if source.kind == "release" else hub_to_maest(source.tensors)
+    config = MaestConfig.from_dict(model.config.to_dict())
+    config.layer_norm_eps, config.head_layer_norm_eps = layer_norm_eps, head_layer_norm_eps
+    with torch.device("meta"):
+        reference_model = MaestForAudioClassification(config)
+    reference_model.load_state_dict({key: value.double() for key, value in state.items()}, assign=True)
+    reference_model.eval()
     ast_model = load_transformers_ast(source, head_layer_norm_eps) if source.kind == "hub" else None
     results = []
     for frames in check_lengths(shape):
@@ -864,10 +828,11 @@ def verify(folder: Path, source: Source, shape: MaestShape, head_layer_norm_eps:
             ours = model(x, output_hidden_states=True)
             if ast_model is not None and frames == shape.max_length:
                 out = ast_model(x, output_hidden_states=True)
-                logits, hidden, reference = out.logits, out.hidden_states, "transformers ASTForAudioClassification"
+                reference = "transformers ASTForAudioClassification"
             else:
-                logits, hidden = release_forward(tensors, x, heads, layer_norm_eps, head_layer_norm_eps, positions)
-                reference = "float64 forward of the source tensors"
+                out = reference_model(x.double(), output_hidden_states=True)
+                reference = "float64 forward of the source tensors (MaestForAudioClassification)"
+        logits, hidden = out.logits, out.hidden_states
         if len(hidden) != len(ours.hidden_states):
             raise CheckFailed(f"{len(ours.hidden_states)} hidden states, the source model gives {len(hidden)}.")
         scale = max(float(h.abs().max()) for h in hidden)
@@ -881,13 +846,20 @@ def verify(folder: Path, source: Source, shape: MaestShape, head_layer_norm_eps:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def output_files() -> tuple[str, ...]:
+    """The files a converted folder holds."""
+    from configuration_maest import MAEST_CODE_FILES
+
+    return ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *MAEST_CODE_FILES)
+
+
 def _prepare_output(output_dir: Path, source: Source) -> None:
     if source.folder is not None and output_dir.resolve() == source.folder.resolve():
         raise ConversionError(f"--output-dir {output_dir} is the source folder; choose another folder.")
     if output_dir.exists():
         if not output_dir.is_dir():
             raise ConversionError(f"--output-dir {output_dir} exists and is not a folder.")
-        foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in OUTPUT_FILES and p.name != ".git")
+        foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in output_files() and p.name != ".git")
         if foreign:
             raise ConversionError(
                 f"--output-dir {output_dir} already holds files this script does not write ({', '.join(foreign)}); "
@@ -896,25 +868,10 @@ def _prepare_output(output_dir: Path, source: Source) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
-def write_preprocessor_config(folder: Path, max_length: int) -> None:
-    """This repository's preprocessor_config.json, with `max_length` (informative only) set to the model's window."""
-    config = json.loads((ROOT / "preprocessor_config.json").read_text(encoding="utf-8"))
-    config["max_length"] = max_length
-    (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_model_card(folder: Path, *, variant: str | None, variant_note: str, shape: MaestShape, window_hop: int,
                      labels: list[str], source: Source, results: list[CheckResult], head_layer_norm_eps: float,
                      repo_id: str | None) -> None:  # fmt: skip
-    """README.md of the converted folder, from scripts/model_card_template.md."""
+    """README.md of the converted folder, from maest_tools/model_card_template.md."""
     title = variant or f"custom MAEST ({shape.max_length}-frame windows, {shape.num_labels} labels)"
     if shape.num_labels in LABEL_FILES and labels == load_label_list(shape.num_labels, None):
         label_text = f"the {shape.num_labels} Discogs styles (`Genre---Style`) of `{LABEL_FILES[shape.num_labels]}`"
@@ -941,7 +898,7 @@ def write_model_card(folder: Path, *, variant: str | None, variant_note: str, sh
         architecture=shape.describe(),
         source_kind="training-repository release file" if source.kind == "release" else "published (AST) layout",
         source_name=source_name,
-        source_sha256=_sha256(source.weights_file),
+        source_sha256=sha256_file(source.weights_file),
         check_rows=rows,
         tolerance=f"{TOLERANCE:g}",
         head_eps=f"{head_layer_norm_eps:g}",
@@ -949,24 +906,6 @@ def write_model_card(folder: Path, *, variant: str | None, variant_note: str, sh
     )
     template = string.Template(MODEL_CARD_TEMPLATE.read_text(encoding="utf-8"))
     (folder / "README.md").write_text(template.substitute(values), encoding="utf-8")
-
-
-def push_to_hub(folder: Path, repo_id: str, private: bool, commit_message: str) -> str:
-    """Create the Hub repository `repo_id` if needed and upload `folder` to it; returns the repository URL.
-
-    Uses the token of `huggingface-cli login` or `HF_TOKEN`. `private` applies when the repository is created.
-    """
-    api = HfApi()
-    try:
-        url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), commit_message=commit_message)
-    except (OSError, ValueError) as error:  # HTTP and token errors are OSErrors, invalid repo ids ValueErrors
-        raise ConversionError(
-            f"The converted folder {folder} is written and checked, but uploading it to {repo_id!r} failed: "
-            f"{type(error).__name__}: {error}. Check the repo id and your login (`huggingface-cli login` or HF_TOKEN), "
-            f"then upload the folder again, e.g. `huggingface-cli upload {repo_id} {folder}`."
-        ) from None
-    return str(url)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1032,11 +971,15 @@ def convert(
     result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:  # the key checks above make this a bug, not a user error
         raise ConversionError(f"Internal error: converted keys do not fit the model ({result}).")
-    model.save_pretrained(output_dir)
-    for name in CODE_FILES:
-        shutil.copyfile(ROOT / name, output_dir / name)
-    write_preprocessor_config(output_dir, shape.max_length)
+    save_model_folder(model, output_dir)
 
+    from safetensors.torch import load_file
+
+    placement = placement_problems(source, shape, load_file(output_dir / "model.safetensors"))
+    for problem in placement:
+        log(f"Placement check FAILED: {problem}")
+    if not placement:
+        log("Placement check passed: every source tensor stands, bit for bit, where the key tables put it.")
     results = verify(output_dir, source, shape, head_layer_norm_eps, layer_norm_eps)
     for r in results:
         log(f"Check at {r.frames} frames against {r.reference}: max |logits diff| {r.logits_diff:.2e} (tolerance "
@@ -1045,7 +988,7 @@ def convert(
     if source.kind == "hub":
         log(f"(Both models ran their head LayerNorm with eps {head_layer_norm_eps:g}, the converted model's value; the "
             f"trained models use 1e-05 there, the published AST port {layer_norm_eps:g}.)")  # fmt: skip
-    if not all(r.passed for r in results):
+    if placement or not all(r.passed for r in results):
         (output_dir / "model.safetensors").unlink()
         raise CheckFailed(
             "The converted model does not reproduce the source model (see the check lines above); model.safetensors "
@@ -1058,7 +1001,7 @@ def convert(
     report = ConversionReport(output_dir, variant, shape, results)
     if push_to_hub_repo:
         message = f"Convert {Path(source.location).name} to MAEST for transformers"
-        report.pushed_to = push_to_hub(output_dir, push_to_hub_repo, private, message)
+        report.pushed_to = push_folder(output_dir, push_to_hub_repo, private, message)
         log(f"Pushed to {report.pushed_to} ({'private' if private else 'public'})")
     return report
 
@@ -1069,6 +1012,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         for name, p in MAEST_PRESETS.items()
     )
     parser = argparse.ArgumentParser(
+        prog="maest-convert",
         description="Convert a MAEST checkpoint (release .ckpt, or a published mtg-upf folder / repo id) into a\n"
         "Hugging Face MAEST folder, check it against the source model and optionally push it to the Hub.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1107,13 +1051,18 @@ def main(argv=None) -> int:
                 head_layer_norm_eps=args.head_layer_norm_eps, push_to_hub_repo=args.push_to_hub,
                 private=args.private, allow_pickle=args.allow_pickle, revision=args.revision)  # fmt: skip
     except CheckFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        print(f"maest-convert: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except UsageError as error:
+        print(f"maest-convert: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cli(argv=None) -> int:
+    """The `maest-convert` command; returns the exit status (0 converted and checked, 1 check failed, 2 bad input)."""
+    return main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,0 +1,99 @@
+# Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Publishing: a model folder that loads through the Auto classes and the pipelines, and its upload to the Hub.
+
+One implementation for the converter and fine-tuning. The folder holds the weights (`model.safetensors`), a
+`config.json` with `auto_map` and `custom_pipelines`, the remote-code modules (`MAEST_CODE_FILES`), a
+`preprocessor_config.json` with its own `auto_map`, and a model card (`README.md`) written by the tool.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cli import UsageError
+
+
+def code_folder() -> Path:
+    """The folder of the root modules this process imported (the checkout, or site-packages after `pip install`)."""
+    import configuration_maest
+
+    return Path(configuration_maest.__file__).resolve().parent
+
+
+def save_model_folder(model, folder: str | os.PathLike, feature_extractor=None) -> Path:
+    """Save `model` the way the published repositories are laid out, so that
+    `pipeline("audio-classification", model=folder, trust_remote_code=True)` and the Auto classes load it.
+
+    Args:
+        model: a `MaestForAudioClassification` (or `MaestModel`); its config gets `architectures`, `auto_map`
+            (`MAEST_AUTO_MAP`) and `custom_pipelines` (`MAEST_CUSTOM_PIPELINES`).
+        folder: where to write (created).
+        feature_extractor: the model's `MaestFeatureExtractor` (default: the Essentia-exact default one); saved as
+            `preprocessor_config.json` with `MAEST_FEATURE_EXTRACTOR_AUTO_MAP` and `max_length` (informative) set to
+            the model's window.
+
+    Returns:
+        `Path`: the folder.
+    """
+    from configuration_maest import (
+        MAEST_AUTO_MAP,
+        MAEST_CODE_FILES,
+        MAEST_CUSTOM_PIPELINES,
+        MAEST_FEATURE_EXTRACTOR_AUTO_MAP,
+    )
+    from feature_extraction_maest import MaestFeatureExtractor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    config.architectures = [type(model).__name__]
+    config.auto_map = dict(MAEST_AUTO_MAP)
+    config.custom_pipelines = copy.deepcopy(MAEST_CUSTOM_PIPELINES)
+    model.save_pretrained(folder)
+    source = code_folder()
+    for name in MAEST_CODE_FILES:
+        shutil.copyfile(source / name, folder / name)
+    extractor = feature_extractor if feature_extractor is not None else MaestFeatureExtractor()
+    extractor.save_pretrained(folder)
+    path = folder / "preprocessor_config.json"
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    settings["auto_map"] = dict(MAEST_FEATURE_EXTRACTOR_AUTO_MAP)
+    settings["max_length"] = config.max_length
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return folder
+
+
+def push_folder(
+    folder: str | os.PathLike, repo_id: str, private: bool, commit_message: str, ignore_patterns: Sequence[str] = ()
+) -> str:
+    """Create the Hub model repository `repo_id` if needed and upload `folder`; returns the repository URL.
+
+    Uses the token of `hf auth login` or `HF_TOKEN`; `private` applies when the repository is created.
+
+    Raises:
+        UsageError: the upload failed (no login, a bad repo id, no network); the folder stays as written.
+    """
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi()
+    try:
+        url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=str(folder),
+            commit_message=commit_message,
+            ignore_patterns=list(ignore_patterns) or None,
+        )
+    except (OSError, ValueError) as error:  # HTTP and token errors are OSErrors, invalid repo ids ValueErrors
+        raise UsageError(
+            f"The folder {folder} is written and checked, but uploading it to {repo_id!r} failed: "
+            f"{type(error).__name__}: {error}. Check the repo id and your login (`hf auth login` or HF_TOKEN), then "
+            f"upload the folder again, e.g. `hf upload {repo_id} {folder}`."
+        ) from None
+    return str(url) if url is not None else f"https://huggingface.co/{repo_id}"
