@@ -719,7 +719,7 @@ class MaestPreTrainedModel(PreTrainedModel):
                 raise OSError(
                     f"{error}\nMAEST loads weights from model.safetensors only by default. To load a pickled "
                     "pytorch_model.bin that you trust, pass use_safetensors=False, or convert it once with "
-                    "scripts/convert_maest_checkpoint.py."
+                    "maest-convert (pip install . in this repository)."
                 ) from error
             raise
 

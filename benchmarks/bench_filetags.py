@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from maest_tools.filetags import MaestTags, remove_tags, write_tags
     from tagged_files import FORMATS, make_file
 
-    labels = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    labels = json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
     tags = MaestTags(
         styles=[(label, 0.9 - 0.05 * i) for i, label in enumerate(labels[::40])],
         genres=[("Electronic", 0.9), ("Rock", 0.4), ("Funk / Soul", 0.2)],

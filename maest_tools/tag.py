@@ -88,6 +88,7 @@ from .devices import DTYPES, resolve_device, resolve_dtype
 from .discovery import AUDIO_EXTENSIONS, find_audio_files, parse_extensions
 from .features import decode_features, load_feature_extractor
 from .files import save_npy
+from .timeline import select_labels
 from .records import (
     RECORD_FIELDS,
     JsonlJournal,
@@ -279,25 +280,6 @@ def scores_from_logits(logits, problem_type: str | None):
     return logits.sigmoid()
 
 
-def select_labels(scores, id2label: dict, top_k: int | None, threshold: float | None) -> list[dict]:
-    """``[{"label", "score"}, ...]`` best first (ties: lower label index first).
-
-    ``threshold``: keep the labels with ``score >= threshold``; ``top_k``: keep at most that many (``None``: all).
-    """
-    import torch
-
-    order = torch.sort(scores, descending=True, stable=True).indices
-    values = scores[order].tolist()
-    labels = []
-    for index, score in zip(order.tolist(), values):
-        if threshold is not None and score < threshold:
-            break
-        if top_k is not None and len(labels) >= top_k:
-            break
-        labels.append({"label": id2label[index], "score": score})
-    return labels
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Distribution
 # ---------------------------------------------------------------------------------------------------------------------
@@ -378,7 +360,8 @@ class Tagger:
         self.progress = progress
         self.stats = RunStats()
         self.started = time.monotonic()
-        self.id2label = {int(key): value for key, value in model.config.id2label.items()}
+        id2label = {int(key): value for key, value in model.config.id2label.items()}
+        self.label_names = [id2label[index] for index in range(len(id2label))]
 
     # -- records ------------------------------------------------------------------------------------------------------
 
@@ -468,7 +451,7 @@ class Tagger:
                 "duration_s": item["duration_s"],
                 "source_sampling_rate": item["source_sampling_rate"],
                 "source_channels": item["source_channels"],
-                "labels": select_labels(scores[row], self.id2label, self.args.top_k, self.args.threshold),
+                "labels": select_labels(scores[row].float().numpy(), self.label_names, self.args.top_k, self.args.threshold),
                 "error": None,
             }
             if embeddings is not None:

@@ -15,6 +15,7 @@ How the blocks are run:
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -137,10 +138,11 @@ def workdir(tmp_path, model_template, monkeypatch) -> Path:
 def write_tagger_output(workdir: Path) -> None:
     """`tags.jsonl` with track embeddings, as `maest-tag Music --output tags.jsonl --embeddings track` writes it."""
     command = shutil.which("maest-tag")
-    command = [command] if command else [sys.executable, str(ROOT / "scripts" / "maest_tag.py")]
+    command = [command] if command else [sys.executable, "-m", "maest_tools.tag"]
     arguments = ["Music", "--output", "tags.jsonl", "--model", "demo-model", "--embeddings", "track"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        command + arguments + ["--num-workers", "0", "--quiet"], cwd=workdir, capture_output=True, text=True
+        command + arguments + ["--num-workers", "0", "--quiet"], cwd=workdir, capture_output=True, text=True, env=env
     )
     assert result.returncode == 0, f"the tagger failed: {result.stderr[-2000:]}"
 

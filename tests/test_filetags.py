@@ -395,7 +395,7 @@ def test_extended_attributes_and_owner_kept(fresh):
 
 def test_disk_full_while_the_tags_grow_leaves_the_file_whole(small_tmpfs):
     """The temporary copy fits but the larger tags do not: the failure happens inside mutagen's save."""
-    labels = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    labels = json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
     big = MaestTags(styles=[(label, 0.5) for label in labels], model="m", tool_version="t")  # ~25 KB of tags
     path = make_file(small_tmpfs, "song", "flac", seconds=2.0, cover=False)
     page = 4096

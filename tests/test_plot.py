@@ -14,7 +14,7 @@ from maest_tools.timeline import window_times  # noqa: E402
 from modeling_maest import window_starts  # noqa: E402
 
 
-LABELS = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+LABELS = json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
 
 
 def read_png(path) -> np.ndarray:
