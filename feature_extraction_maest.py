@@ -628,6 +628,14 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
             features = log_mel_spectrogram(signal, device=compute_device, out=input_values[index, :length])
             if self.do_normalize:
                 features.sub_(self.mean).div_(2.0 * self.std)
+            # Finite samples can still overflow float32 in the power spectrum (|x| beyond about 1e13).
+            if not all(bool(torch.isfinite(block).all()) for block in features.split(4096, dim=0)):
+                name = f"Audio item {index}" if len(signals) > 1 or raw_audio is not items[0] else "Audio"
+                raise ValueError(
+                    f"{name} is so loud that its spectrum overflows float32 (peak |sample| "
+                    f"{float(np.abs(signal).max()):.3g}; MAEST expects samples in [-1, 1]). Scale it into [-1, 1], "
+                    "e.g. divide integer PCM stored as float by its full scale (32768 for 16-bit)."
+                )
         if return_attention_mask is None:
             return_attention_mask = self.return_attention_mask
         data: dict[str, Any] = {"input_values": input_values}

@@ -1229,6 +1229,13 @@ class MaestForAudioClassification(MaestPreTrainedModel):
 
         results = maest.run_windows(input_values, lengths, head)
         window_logits, window_mask = results.values["logits"], results.window_mask
+        if not _is_tracing() and not bool(torch.isfinite(window_logits).all()):
+            peak = max(float(block.abs().max()) for block in input_values.split(4096, dim=1))
+            raise ValueError(
+                f"The model produced non-finite logits in {window_logits.dtype}: the input_values are too large for "
+                f"the network (largest |value| {peak:.3g}, while MAEST's normalised log-mel features lie within about "
+                "[-2, 5]). Pass the features of MaestFeatureExtractor; in float16, run in bfloat16 or float32 instead."
+            )
         window_embeddings = results.values.get("embedding")
         all_hidden, all_attentions = per_batch["hidden_states"], per_batch["attentions"]
 

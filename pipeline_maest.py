@@ -25,6 +25,13 @@ def _one_signal(inputs):
 _UNSET = object()
 
 
+def _signal_or_batch(inputs):
+    """A list of numbers is one signal, not a batch (an empty list is an empty batch: it gives `[]`)."""
+    if isinstance(inputs, list) and inputs and all(is_number(value) for value in inputs):
+        return np.asarray(inputs, dtype=np.float64)
+    return inputs
+
+
 class MaestAudioClassificationPipeline(AudioClassificationPipeline):
     """`pipeline("audio-classification", model=..., trust_remote_code=True)` for MAEST.
 
@@ -71,11 +78,11 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
                 "softmax" (default for single-label models) or "none" (raw logits).
 
         Returns:
-            A list of `{"label": str, "score": float}`, best first (a list of those lists for a batch).
+            A list of `{"label": str, "score": float}`, best first (a list of those lists for a batch; `[]` for an
+            empty batch).
         """
-        if isinstance(inputs, list) and inputs and all(is_number(value) for value in inputs):
-            inputs = np.asarray(inputs, dtype=np.float64)  # a list of numbers is one signal, not a batch
-        return super().__call__(inputs, **kwargs)
+        inputs = _signal_or_batch(inputs)
+        return [] if isinstance(inputs, list) and not inputs else super().__call__(inputs, **kwargs)
 
     def preprocess(self, inputs, sampling_rate=None):
         processed = self.feature_extractor(
@@ -131,9 +138,8 @@ class MaestEmbeddingPipeline(Pipeline):
             A list of 2304 floats (a tensor `(2304,)` with `return_tensors=True`); with `per_window=True` a list of
             such lists, one per window in time order (a tensor `(windows, 2304)`).
         """
-        if isinstance(inputs, list) and inputs and all(is_number(value) for value in inputs):
-            inputs = np.asarray(inputs, dtype=np.float64)
-        return super().__call__(inputs, **kwargs)
+        inputs = _signal_or_batch(inputs)
+        return [] if isinstance(inputs, list) and not inputs else super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, block=None, per_window=None, sampling_rate=None, return_tensors=None, **kwargs):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}

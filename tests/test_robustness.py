@@ -323,3 +323,35 @@ def test_memory_does_not_grow_with_length_beyond_the_features():
     # Measured: the forward pass adds about 2 MB on top of the features whatever the length; running every window
     # at once (no chunking) would add about 300 MB more for the 50 extra minutes.
     assert peaks[60] - peaks[10] < feature_growth + 32 * 2**20, peaks
+
+
+def test_audio_loud_enough_to_overflow_the_spectrum_is_refused(clip):
+    extractor = MaestFeatureExtractor()
+    loud = clip[:16000].astype(np.float64) * 1e30  # finite samples whose power spectrum overflows float32
+    assert np.isfinite(loud).all()
+    with pytest.raises(ValueError, match=r"so loud that its spectrum overflows float32 \(peak \|sample\| [0-9.]+e\+(29|30)"):
+        extractor(loud, sampling_rate=16000)
+    with pytest.raises(ValueError, match=r"Audio item 1 is so loud"):
+        extractor([clip[:16000], loud], sampling_rate=16000)
+    # Loud but representable audio (int16 range as floats) still gives finite features.
+    features = extractor(clip[:16000] * 32768.0, sampling_rate=16000, return_tensors="pt")["input_values"]
+    assert torch.isfinite(features).all()
+
+
+def test_input_values_that_overflow_the_logits_are_refused():
+    model = tiny_model()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 76, 96)).logits).all()
+        with pytest.raises(ValueError, match=r"non-finite logits in torch.float32: .*largest \|value\| 1e\+30"):
+            model(torch.full((1, 76, 96), 1e30))
+        with pytest.raises(ValueError, match="non-finite logits"):
+            model(torch.full((2, 200, 96), 1e30))  # several windows: the pooled score would be NaN
+
+
+def test_an_empty_batch_gives_an_empty_list(pipe, repo, tmp_path, monkeypatch):
+    from transformers import pipeline
+
+    assert pipe([]) == []
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    embedder = pipeline("feature-extraction", model=str(repo), trust_remote_code=True)
+    assert embedder([]) == []
