@@ -92,14 +92,20 @@ def _positive_seconds(value: Any, name: str) -> float:
     return seconds
 
 
+def _seconds_setting(value: Any, name: str, env_name: str, default: float | None) -> float | None:
+    """A setting in seconds: ``value`` (the argument called ``name``), else the environment variable ``env_name``,
+    else ``default``; a set value must be a positive finite number of seconds."""
+    if value is not None:
+        return _positive_seconds(value, name)
+    from_env = os.environ.get(env_name)
+    if from_env is not None and from_env.strip():
+        return _positive_seconds(from_env.strip(), f"The environment variable {env_name}")
+    return default
+
+
 def _max_duration_s(max_duration_s: Any = None) -> float:
     """The cap on audio length in seconds: the argument, else ``$MAEST_MAX_DURATION_S``, else `MAX_DURATION_S`."""
-    if max_duration_s is not None:
-        return _positive_seconds(max_duration_s, "max_duration_s")
-    from_env = os.environ.get(MAX_DURATION_ENV)
-    if from_env is not None and from_env.strip():
-        return _positive_seconds(from_env.strip(), f"The environment variable {MAX_DURATION_ENV}")
-    return MAX_DURATION_S
+    return _seconds_setting(max_duration_s, "max_duration_s", MAX_DURATION_ENV, MAX_DURATION_S)
 
 
 def resample(
@@ -216,12 +222,7 @@ def _regular_file(path_str: str) -> tuple[str, int]:
 
 def _decode_timeout_s(timeout_s: Any) -> float | None:
     """A fixed time limit in seconds (the argument, else ``$MAEST_DECODE_TIMEOUT``), or ``None`` (automatic rule)."""
-    if timeout_s is not None:
-        return _positive_seconds(timeout_s, "timeout_s")
-    from_env = os.environ.get(DECODE_TIMEOUT_ENV)
-    if from_env is not None and from_env.strip():
-        return _positive_seconds(from_env.strip(), f"The environment variable {DECODE_TIMEOUT_ENV}")
-    return None
+    return _seconds_setting(timeout_s, "timeout_s", DECODE_TIMEOUT_ENV, None)
 
 
 def _automatic_timeout_s(audio_seconds: float) -> float:
