@@ -522,7 +522,8 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
         name = f"Audio item {index}" if batched else "Audio"
         loaded = load_input(item, name)
         if loaded is not None:
-            audio, source_rate, name = loaded
+            # Files and bytes come already at 16 kHz (decoded in blocks: bounded memory); dicts and decoders at theirs.
+            audio, rate, name, source_rate, source_samples = loaded
         else:  # raw samples: their rate is the caller's sampling_rate
             if sampling_rate is None:
                 logger.warning_once(
@@ -534,12 +535,12 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
             else:
                 source_rate = sampling_rate
             audio = to_mono_float32(item)
+            rate, source_samples = source_rate, audio.shape[0]
         if audio.size == 0:
             raise ValueError(f"{name} is empty (0 samples): pass at least {MIN_NUM_SAMPLES} samples at 16 kHz.")
         check_finite(audio, name)
-        source_samples = audio.shape[0]
-        if source_rate != SAMPLING_RATE:
-            audio = resample(audio, source_rate, SAMPLING_RATE)
+        if rate != SAMPLING_RATE:
+            audio = resample(audio, rate, SAMPLING_RATE)
         if audio.shape[0] < MIN_NUM_SAMPLES:
             raise ValueError(
                 f"{name} is too short: {source_samples} samples at {source_rate} Hz = {audio.shape[0]} samples "
