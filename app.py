@@ -347,6 +347,11 @@ def analyse(path_or_array, block: int | None = None, top_k: int = TOP_K, samplin
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _model_name(source: str) -> str:
+    """A repo id as it is, a local folder by its name (the server's paths are not the visitor's business)."""
+    return os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+
+
 def _style_text(label: str) -> str:
     genre, separator, style = label.partition("---")
     return f"{style} ({genre})" if separator else label
@@ -402,7 +407,8 @@ def build_demo(model=None):
             "# MAEST: Discogs music styles over time\n"
             "Upload or record a track (any format, any length). MAEST analyses it in "
             f"{analyser.config.window_seconds:.0f}-second windows and scores "
-            f"{len(analyser.labels)} Discogs styles. Model: `{analyser.source}` on {analyser.device.type}."
+            f"{len(analyser.labels)} Discogs styles. Model: `{_model_name(analyser.source)}` on "
+            f"{analyser.device.type}."
         )
         with gr.Row():
             with gr.Column(scale=1):

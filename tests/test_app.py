@@ -340,3 +340,21 @@ def test_browser_uploads_a_clip_and_sees_the_results(server, pipelines, flac_pat
             assert picture.size[0] >= 1000 and len(picture.convert("RGB").getcolors(1 << 20) or []) > 100
     finally:
         driver.quit()
+
+
+def test_space_files_match_the_app():
+    """The Space's requirements are requirements-app.txt plus the runtime of everything app.py imports."""
+    def requirements(path):
+        lines = (ROOT / path).read_text().splitlines()
+        return {line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()}
+
+    space = requirements("space/requirements.txt")
+    assert requirements("requirements-app.txt") <= space
+    runtime = {line for line in requirements("requirements.txt")
+               if line.split(">")[0].split("=")[0] in {"torch", "transformers", "huggingface_hub", "safetensors",
+                                                        "numpy", "soxr", "matplotlib"}}
+    assert len(runtime) == 7 and runtime <= space
+    header = (ROOT / "space" / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in header and "app_file: app.py" in header
+    assert "sdk_version: " + requirements("requirements-app.txt").pop().split("==")[1] in header
+    assert (ROOT / "space" / "packages.txt").read_text().split() == ["ffmpeg"]
