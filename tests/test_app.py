@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -195,6 +194,15 @@ def test_clear_messages_for_bad_input(tmp_path, analyser):
         assert str(tmp_path) not in message  # the server's temporary folder is not shown
     with pytest.raises(app.AnalysisError, match=r"blocks 0 to 1"):
         app.analyse(str(short), block=2, model=analyser)
+
+
+def test_a_model_that_does_not_load_is_one_clear_message(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    for source in (str(tmp_path / "missing"), str(tmp_path)):
+        with pytest.raises(RuntimeError) as caught:
+            app.MaestAnalyser(source, device="cpu")
+        message = str(caught.value)
+        assert f"Could not load the MAEST model {source!r}" in message and "MAEST_MODEL" in message, message
 
 
 # ---------------------------------------------------------------------------------------------------------------------
