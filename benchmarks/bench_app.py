@@ -14,6 +14,7 @@ Writes benchmarks/results/app-<label>.json and .md; the load average of the mach
 
     python benchmarks/bench_app.py                      # 240 s, 3 runs
     python benchmarks/bench_app.py --seconds 60 --repeats 1
+    python benchmarks/bench_app.py --dtype bfloat16 --label amd-epyc-2core-bf16   # MAEST_DTYPE=bfloat16
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=240.0, help="track length in seconds (default 240)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (default 3)")
     parser.add_argument("--label", default=platform.node() or "local", help="result file label (default: host name)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="MAEST_DTYPE of the server (default float32)")
     parser.add_argument("--browser-screenshot", metavar="PNG",
                         help="also run once in headless Chromium (Selenium, /usr/bin/chromium): time from the upload "
                         "to the result in the page, and a screenshot of the page while it works")
@@ -144,7 +147,8 @@ def main(argv=None) -> int:
 
         port = free_port()
         env = dict(os.environ, MAEST_MODEL=str(model), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-                   GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(temporary / "gradio"), HF_HUB_OFFLINE="1")
+                   GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(temporary / "gradio"), HF_HUB_OFFLINE="1",
+                   MAEST_DTYPE=args.dtype)
         url = f"http://127.0.0.1:{port}/"
         log = open(temporary / "server.log", "wb")
         server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
@@ -192,7 +196,7 @@ def main(argv=None) -> int:
 
     times = [run["seconds"] for run in runs]
     record = {
-        "what": f"upload to result in app.py, {args.seconds:g} s track, {PRESET} sizes (random weights), CPU float32",
+        "what": f"upload to result in app.py, {args.seconds:g} s track, {PRESET} sizes (random weights), CPU {args.dtype}",
         "track_seconds": args.seconds,
         "server_start_s": round(startup_s, 1),
         "median_s": statistics.median(times),

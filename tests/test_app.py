@@ -196,6 +196,17 @@ def test_clear_messages_for_bad_input(tmp_path, analyser):
         app.analyse(str(short), block=2, model=analyser)
 
 
+def test_bfloat16_on_request(repo, analyser, flac_path):
+    half = app.MaestAnalyser(str(repo), device="cpu", dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16 and analyser.model.dtype == torch.float32  # auto on a CPU: float32
+    fast, exact = app.analyse(str(flac_path), model=half), app.analyse(str(flac_path), model=analyser)
+    assert fast.scores.dtype == np.float32 and fast.embedding.dtype == np.float32
+    np.testing.assert_allclose(fast.scores, exact.scores, atol=0.02)
+    assert not np.array_equal(fast.scores, exact.scores)  # it did run in bfloat16
+    with pytest.raises(RuntimeError, match=r"MAEST_DTYPE='float8' is not one of auto, float32, bfloat16"):
+        app.MaestAnalyser(half.model, device="cpu", dtype="float8")
+
+
 def test_a_model_that_does_not_load_is_one_clear_message(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     for source in (str(tmp_path / "missing"), str(tmp_path)):
