@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_config, tiny_model
+from convert_utils import published_config
 from reference_maest import random_release_state_dict, reference_forward, release_to_ast_layout
 
 from configuration_maest import MaestConfig
@@ -300,28 +301,7 @@ def test_invalid_config_values_raise(overrides, message):
 
 def test_published_ast_config_loads():
     """The config.json fields of the published mtg-upf checkpoints (AST names) load into MaestConfig."""
-    published = {
-        "architectures": ["ASTForAudioClassification"],
-        "model_type": "audio-spectrogram-transformer",
-        "attention_probs_dropout_prob": 0.0,
-        "frequency_stride": 10,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0,
-        "hidden_size": 768,
-        "initializer_range": 0.02,
-        "intermediate_size": 3072,
-        "layer_norm_eps": 1e-06,
-        "max_length": 1256,
-        "num_attention_heads": 12,
-        "num_hidden_layers": 12,
-        "num_mel_bins": 96,
-        "patch_size": 16,
-        "qkv_bias": True,
-        "time_stride": 10,
-        "id2label": {str(i): f"label {i}" for i in range(400)},
-        "label2id": {f"label {i}": i for i in range(400)},
-        "torch_dtype": "float32",
-    }
+    published = published_config([f"label {i}" for i in range(400)])  # the 20 s model's config.json
     config = MaestConfig(**published)
     assert config.num_labels == 400 and config.window_hop == 1250 and config.num_time_positions == 125
     assert config.head_layer_norm_eps == 1e-5
