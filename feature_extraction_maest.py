@@ -39,6 +39,24 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
 
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
+# transformers 4.48 - 4.52 give the auto_map of a feature extractor read from a hub repo a `<repo id>--` prefix and
+# keep it in save_pretrained; a saved MAEST folder carries its own code, so the saved references drop it (a no-op
+# from 4.53, which does not write the prefix).
+class SequenceFeatureExtractor(SequenceFeatureExtractor):  # noqa: F811
+    def to_dict(self):
+        output = super().to_dict()
+        if isinstance(output.get("auto_map"), dict):
+            output["auto_map"] = {
+                name: reference.split("--", 1)[-1] if isinstance(reference, str) else reference
+                for name, reference in output["auto_map"].items()
+            }
+        return output
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
+
+
 logger = logging.get_logger(__name__)
 
 MAEST_MEAN = 2.06755686098554

@@ -16,8 +16,6 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
@@ -25,10 +23,112 @@ from transformers.pipelines.base import Pipeline
 from transformers.utils import ModelOutput, logging
 
 
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
+import importlib  # noqa: E402  (used by the shims below only)
+import inspect  # noqa: E402
+from functools import partial  # noqa: E402
+
+
 try:  # loaded as Hugging Face remote code (a package)
     from .configuration_maest import MaestConfig
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from configuration_maest import MaestConfig
+    # Spelled with importlib: transformers 4.48 - 4.50 take every `from x import` left after a try body for a
+    # package the remote code needs, and refuse to load it when no package `configuration_maest` is installed.
+    MaestConfig = importlib.import_module("configuration_maest").MaestConfig
+MAEST_AUTO_MAP = importlib.import_module(MaestConfig.__module__).MAEST_AUTO_MAP
+
+# transformers >= 5.0 has create_bidirectional_mask; 4.48 - 4.57 get a boolean key mask (True = attend), which the
+# eager and sdpa kernels read exactly as the 5.x mask (same numbers).
+try:
+    from transformers.masking_utils import create_bidirectional_mask
+except ImportError:
+
+    def create_bidirectional_mask(config, inputs_embeds, attention_mask):
+        """`(batch, 1, 1, tokens)` boolean mask from a `(batch, tokens)` token mask (transformers 4.48 - 4.57)."""
+        return attention_mask[:, None, None, :].to(device=inputs_embeds.device, dtype=torch.bool)
+
+
+# transformers >= 4.52 has GradientCheckpointingLayer; 4.48 - 4.51 get the same behaviour: when gradient checkpointing
+# is enabled, PreTrainedModel sets `gradient_checkpointing` and `_gradient_checkpointing_func` on every module that
+# has the attribute, and the layer's call goes through that function.
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:
+
+    class GradientCheckpointingLayer(nn.Module):
+        """A block whose call is recomputed in the backward pass when gradient checkpointing is on (4.48 - 4.51)."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            call = super().__call__
+            if self.gradient_checkpointing and self.training:
+                return self._gradient_checkpointing_func(partial(call, **kwargs), *args)
+            return call(*args, **kwargs)
+
+
+# transformers >= 5.0 has ALL_ATTENTION_FUNCTIONS.get_interface(); 4.48 - 4.57 have a mapping of the same kernels
+# (a dict up to 4.50, an AttentionInterface from 4.51). MAEST attention is never causal: the kernels get
+# is_causal=False, because the sdpa kernel of 4.48 - 4.50 makes unmasked attention causal unless told otherwise.
+if not hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+
+    class _AttentionFunctions:
+        """`get_interface` over the attention kernels of transformers 4.48 - 4.57 (looked up at call time)."""
+
+        def __init__(self, functions):
+            self.functions = functions
+
+        def get_interface(self, name, default):
+            function = self.functions.get(name)
+            return default if function is None else partial(function, is_causal=False)
+
+    ALL_ATTENTION_FUNCTIONS = _AttentionFunctions(ALL_ATTENTION_FUNCTIONS)
+
+# transformers >= 4.54 initialises Linear / Conv / LayerNorm in PreTrainedModel._init_weights (normal with
+# config.initializer_range, zero bias, unit LayerNorm); before, the base method does nothing, and from_pretrained
+# leaves weights missing from a checkpoint (a new classification head) uninitialised. Give those versions the same
+# initialisation, under the same name, so MaestPreTrainedModel's `super()._init_weights(module)` works everywhere;
+# the same subclass makes save_pretrained of remote code keep its code files (4.48 - 4.52).
+if not inspect.unwrap(PreTrainedModel._init_weights).__code__.co_names:
+
+    class PreTrainedModel(PreTrainedModel):  # noqa: F811
+        def save_pretrained(self, *args, **kwargs):
+            """transformers 4.48 - 4.52: the Auto classes do not register remote-code classes for their auto class
+            (4.53 does), so save_pretrained would save neither the code files nor auto_map; register it here."""
+            names = {reference.split(".")[-1]: auto for auto, reference in MAEST_AUTO_MAP.items()}
+            if self._auto_class is None and type(self).__module__.startswith("transformers_modules"):
+                type(self).register_for_auto_class(names[type(self).__name__])
+                type(self.config).register_for_auto_class()
+            return super().save_pretrained(*args, **kwargs)
+
+        def _init_weights(self, module):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
+                if module.bias is not None:
+                    module.bias.data.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
+
+
+def _fill_feature_extractor(args, kwargs):
+    """Give a MAEST pipeline the model's own feature extractor when `pipeline()` passed none (transformers 4.48 - 4.53).
+
+    Those releases load a feature extractor only for configs registered in transformers (MAEST's is remote code);
+    from 4.54 `pipeline()` follows the pipeline class's `_load_feature_extractor`. Reads the model's
+    preprocessor_config.json from where the model came from (repo id or folder, the HF cache when offline).
+    """
+    if kwargs.get("feature_extractor") is not None:
+        return
+    try:
+        from .feature_extraction_maest import MaestFeatureExtractor
+    except ImportError:  # a plain module (tests, scripts); importlib for transformers 4.48 - 4.50, as above
+        MaestFeatureExtractor = importlib.import_module("feature_extraction_maest").MaestFeatureExtractor
+    source = getattr(kwargs.get("model", args[0] if args else None), "name_or_path", None)
+    kwargs["feature_extractor"] = MaestFeatureExtractor.from_pretrained(source) if source else MaestFeatureExtractor()
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
 
 
 logger = logging.get_logger(__name__)
@@ -980,6 +1080,7 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("top_k", 5)
+        _fill_feature_extractor(args, kwargs)  # transformers 4.48 - 4.53 (see the compatibility block)
         super().__init__(*args, **kwargs)
 
     def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, sampling_rate=None, **kwargs):
@@ -1024,8 +1125,8 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
         processed = self.feature_extractor(
             inputs, sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True
         )
-        if self.dtype is not None:
-            processed["input_values"] = processed["input_values"].to(dtype=self.dtype)
+        # The model's dtype (Pipeline.dtype exists only from transformers 4.54; 4.48 - 4.53 have torch_dtype).
+        processed["input_values"] = processed["input_values"].to(dtype=self.model.dtype)
         return processed
 
     def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
@@ -1057,6 +1158,10 @@ class MaestEmbeddingPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = True
     _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        _fill_feature_extractor(args, kwargs)  # transformers 4.48 - 4.53 (see the compatibility block)
+        super().__init__(*args, **kwargs)
 
     def __call__(self, inputs, **kwargs):
         """Embed one input or a list of inputs.
