@@ -78,17 +78,27 @@ def auto_numbers(data: dict, source=REPO_ID) -> dict:
     }
 
 
-def training_step(data: dict, learning_rate: float = 0.5) -> dict:
-    """One SGD step with labels on the classifier: loss before and after, gradient norms before the step."""
+def training_step(data: dict, learning_rate: float = 0.5, gradient_checkpointing: bool = False) -> dict:
+    """One SGD step with labels on the classifier: loss before and after, gradient norms before the step.
+
+    With `gradient_checkpointing=True` the blocks are recomputed in the backward pass (same numbers expected).
+    """
     import torch
 
     from transformers import AutoModelForAudioClassification
 
     model = AutoModelForAudioClassification.from_pretrained(REPO_ID, trust_remote_code=True)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
+    # Forward calls of every submodule during the forward and backward pass: recomputed blocks are called twice.
+    calls = []
+    for module in model.modules():
+        module.register_forward_hook(lambda *args: calls.append(1))
     x, labels = torch.from_numpy(data["input_values"]), torch.from_numpy(data["labels"])
     loss = model(x, labels=labels).loss
     loss.backward()
+    module_calls = len(calls)
     grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with torch.no_grad():
@@ -97,6 +107,7 @@ def training_step(data: dict, learning_rate: float = 0.5) -> dict:
                 p -= learning_rate * p.grad
         after = model(x, labels=labels).loss
     return {
+        "module_calls": np.array(module_calls),
         "loss_before": np.array(loss.item()),
         "loss_after": np.array(after.item()),
         "grad_norms": np.array([float(grads[name].norm()) if grads[name] is not None else np.nan for name in sorted(grads)]),

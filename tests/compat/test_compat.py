@@ -89,3 +89,13 @@ def test_training_step(reference, data):
     assert (numbers["weight_change"] > 0).all()
     for name in ("loss_before", "loss_after", "grad_norms"):
         assert_close(numbers[name], reference[name], name)
+
+
+def test_training_step_with_gradient_checkpointing(reference, data):
+    numbers = cases.training_step(data, gradient_checkpointing=True)
+    # The blocks really are recomputed in the backward pass (more module calls than without checkpointing) ...
+    assert numbers["module_calls"] > reference["module_calls"]
+    # ... and the step is the same as without checkpointing.
+    assert list(numbers["grad_names"]) == list(reference["grad_names"])
+    for name in ("loss_before", "loss_after", "grad_norms"):
+        assert_close(numbers[name], reference[name], name)
