@@ -99,3 +99,41 @@ def test_training_step_with_gradient_checkpointing(reference, data):
     assert list(numbers["grad_names"]) == list(reference["grad_names"])
     for name in ("loss_before", "loss_after", "grad_norms"):
         assert_close(numbers[name], reference[name], name)
+
+
+def test_published_ast_layout_config_loads(tmp_path):
+    """A config.json as the published mtg-upf/discogs-maest-* checkpoints have it (AST names and model_type)."""
+    published = {
+        "architectures": ["ASTForAudioClassification"],
+        "model_type": "audio-spectrogram-transformer",
+        "attention_probs_dropout_prob": 0.0,
+        "frequency_stride": 10,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "hidden_size": 768,
+        "initializer_range": 0.02,
+        "intermediate_size": 3072,
+        "layer_norm_eps": 1e-06,
+        "max_length": 1256,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "num_mel_bins": 96,
+        "patch_size": 16,
+        "qkv_bias": True,
+        "time_stride": 10,
+        "id2label": {str(i): f"label {i}" for i in range(400)},
+        "label2id": {f"label {i}": i for i in range(400)},
+        "torch_dtype": "float32",
+        "transformers_version": "4.33.0.dev0",
+    }
+    (tmp_path / "published").mkdir()
+    (tmp_path / "published" / "config.json").write_text(json.dumps(published))
+    maest_config_class = type(cases.load_auto()[0])
+    config = maest_config_class.from_pretrained(tmp_path / "published")
+    assert config.model_type == "maest" and config.num_labels == 400 and config.id2label[399] == "label 399"
+    assert (config.max_length, config.window_hop, config.num_time_positions) == (1256, 1250, 125)
+    assert config.head_layer_norm_eps == 1e-5 and config.layer_norm_eps == 1e-6
+    # Saved by this release, it loads again with the same fields.
+    config.save_pretrained(tmp_path / "resaved")
+    again = maest_config_class.from_pretrained(tmp_path / "resaved")
+    assert (again.max_length, again.window_hop, again.num_labels, again.hidden_size) == (1256, 1250, 400, 768)
