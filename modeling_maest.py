@@ -679,8 +679,8 @@ class MaestClassifierHead(nn.Module):
 def _is_tracing() -> bool:
     """True while torch.compile or torch.export traces the model (checks that read tensor values are skipped then).
 
-    `torch.compiler.is_compiling` exists from torch 2.3 and `is_exporting` from torch 2.5; older releases have neither
-    and are never seen as tracing.
+    `torch.compiler.is_compiling` exists from torch 2.3 (also true while exporting) and `is_exporting` from torch 2.7;
+    a missing one reads as "not tracing" (torch 2.1 - 2.2 have neither: eager only there, every check kept).
     """
     compiler = getattr(torch, "compiler", None)
     return any(getattr(compiler, name, lambda: False)() for name in ("is_compiling", "is_exporting"))
