@@ -1,8 +1,76 @@
 # Copyright 2026 The MAEST for transformers authors. Licensed under the Apache License, Version 2.0.
 """Configuration of MAEST (Music Audio Efficient Spectrogram Transformer, Alonso-Jiménez et al., ISMIR 2023)."""
 
-from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+import dataclasses
+import inspect
+
+
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
+# transformers >= 5.0 names the base class PreTrainedConfig; 4.48 - 4.57 name it PretrainedConfig.
+try:
+    from transformers import PreTrainedConfig
+except ImportError:
+    from transformers import PretrainedConfig as PreTrainedConfig
+
+# transformers >= 5.4: PreTrainedConfig is a dataclass and a config declares its fields as annotated class attributes,
+# validated by huggingface_hub's `@strict`. transformers 4.48 - 5.3: configs are `__init__`-style (5.0 - 5.3 refuse
+# `@strict` on a class that is not a dataclass). For those, `_ConfigBase` builds the `__init__` from the same annotated
+# fields, so the field list, defaults, docs and `__post_init__` validation stay in one place.
+DATACLASS_CONFIGS = dataclasses.is_dataclass(PreTrainedConfig)
+
+if DATACLASS_CONFIGS:
+    from huggingface_hub.dataclasses import strict
+
+    _ConfigBase = PreTrainedConfig
+else:
+
+    def strict(cls):
+        """transformers 4.48 - 5.3: no strict dataclass configs; `__post_init__` validates the values."""
+        return cls
+
+    class _ConfigBase(PreTrainedConfig):
+        """transformers 4.48 - 5.3: an `__init__(**kwargs)` made from the subclass's annotated fields."""
+
+        def __init__(self, **kwargs):
+            fields = {}
+            for klass in reversed(type(self).__mro__[: type(self).__mro__.index(_ConfigBase)]):
+                for name in inspect.get_annotations(klass):
+                    fields[name] = kwargs.pop(name, getattr(klass, name))
+            # The base __init__ first (it sets the inherited fields, and in 4.x a generation max_length of 20), then
+            # the MAEST fields, then the checks of __post_init__ as in the dataclass world.
+            super().__init__(**kwargs)
+            for name, value in fields.items():
+                setattr(self, name, value)
+            self.__post_init__()
+
+        def __post_init__(self, **kwargs):
+            pass
+
+        # MAEST does not generate: `max_length` is its window in frames, not a generation length. transformers 4.x
+        # (`_get_non_default_generation_parameters`, a warning) and 5.0 - 5.3 (`_get_generation_parameters`, an error
+        # in save_pretrained) would otherwise read it as one.
+        def _get_non_default_generation_parameters(self):
+            return {}
+
+        def _get_generation_parameters(self):
+            return {}
+
+        def to_dict(self):
+            """transformers 4.48 - 4.52 keep the `<repo id>--` prefix they give remote-code references read from a hub
+            repo (auto_map, custom_pipelines) when saving; a saved MAEST folder carries its own code, so drop it."""
+            output = super().to_dict()
+            local = lambda reference: reference.split("--", 1)[-1] if isinstance(reference, str) else reference  # noqa: E731
+            if isinstance(output.get("auto_map"), dict):
+                output["auto_map"] = {name: local(reference) for name, reference in output["auto_map"].items()}
+            if isinstance(output.get("custom_pipelines"), dict):
+                output["custom_pipelines"] = {
+                    task: {**entry, "impl": local(entry.get("impl"))} if isinstance(entry, dict) else entry
+                    for task, entry in output["custom_pipelines"].items()
+                }
+            return output
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
 
 
 # Essentia's `TensorflowPredictMAEST` hop (in mel frames) for the window lengths of the published models:
@@ -75,7 +143,7 @@ def num_patches(num_frames: int, num_mel_bins: int, patch_size: int, frequency_s
 
 
 @strict
-class MaestConfig(PreTrainedConfig):
+class MaestConfig(_ConfigBase):
     r"""
     Configuration of a MAEST model ([`MaestModel`], [`MaestForAudioClassification`]).
 

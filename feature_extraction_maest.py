@@ -23,6 +23,7 @@ signals live in `audio_maest.py`; this module is the front end and the extractor
 standard library, numpy, torch and transformers are imported at module import time.
 """
 
+import importlib
 import math
 from numbers import Integral
 from typing import Any
@@ -34,12 +35,40 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
 
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
 try:  # loaded as Hugging Face remote code (a package)
     from .audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
     from .audio_maest import load_audio, resample  # re-exported: `from feature_extraction_maest import load_audio`
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from audio_maest import SAMPLING_RATE, check_finite, check_sampling_rate, is_number, load_input, to_mono_float32
-    from audio_maest import load_audio, resample
+    # Spelled with importlib: transformers 4.48 - 4.50 take every `from x import` left after a try body for a
+    # package the remote code needs, and refuse to load it when no package `audio_maest` is installed.
+    _audio_maest = importlib.import_module("audio_maest")
+    SAMPLING_RATE = _audio_maest.SAMPLING_RATE
+    check_finite = _audio_maest.check_finite
+    check_sampling_rate = _audio_maest.check_sampling_rate
+    is_number = _audio_maest.is_number
+    load_input = _audio_maest.load_input
+    to_mono_float32 = _audio_maest.to_mono_float32
+    load_audio = _audio_maest.load_audio
+    resample = _audio_maest.resample
+
+
+# transformers 4.48 - 4.52 give the auto_map of a feature extractor read from a hub repo a `<repo id>--` prefix and
+# keep it in save_pretrained; a saved MAEST folder carries its own code, so the saved references drop it (a no-op
+# from 4.53, which does not write the prefix).
+class SequenceFeatureExtractor(SequenceFeatureExtractor):  # noqa: F811
+    def to_dict(self):
+        output = super().to_dict()
+        if isinstance(output.get("auto_map"), dict):
+            output["auto_map"] = {
+                name: reference.split("--", 1)[-1] if isinstance(reference, str) else reference
+                for name, reference in output["auto_map"].items()
+            }
+        return output
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
+
 
 logger = logging.get_logger(__name__)
 

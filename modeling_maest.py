@@ -16,17 +16,110 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
 
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
+import importlib  # noqa: E402  (used by the shims below only)
+import inspect  # noqa: E402
+from functools import partial  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+
 try:  # loaded as Hugging Face remote code (a package)
     from .configuration_maest import FRAMES_PER_SECOND, MaestConfig
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from configuration_maest import FRAMES_PER_SECOND, MaestConfig
+    # Spelled with importlib: transformers 4.48 - 4.50 take every `from x import` left after a try body for a
+    # package the remote code needs, and refuse to load it when no package `configuration_maest` is installed.
+    _configuration_maest = importlib.import_module("configuration_maest")
+    FRAMES_PER_SECOND, MaestConfig = _configuration_maest.FRAMES_PER_SECOND, _configuration_maest.MaestConfig
+MAEST_AUTO_MAP = importlib.import_module(MaestConfig.__module__).MAEST_AUTO_MAP
+
+# transformers >= 5.0 has create_bidirectional_mask; 4.48 - 4.57 get a boolean key mask (True = attend), which the
+# eager and sdpa kernels read exactly as the 5.x mask (same numbers).
+try:
+    from transformers.masking_utils import create_bidirectional_mask
+except ImportError:
+
+    def create_bidirectional_mask(config, inputs_embeds, attention_mask):
+        """`(batch, 1, 1, tokens)` boolean mask from a `(batch, tokens)` token mask (transformers 4.48 - 4.57)."""
+        return attention_mask[:, None, None, :].to(device=inputs_embeds.device, dtype=torch.bool)
+
+
+# transformers >= 4.52 has GradientCheckpointingLayer; 4.48 - 4.51 get the same behaviour: when gradient checkpointing
+# is enabled, PreTrainedModel sets `gradient_checkpointing` and `_gradient_checkpointing_func` on every module that
+# has the attribute, and the layer's call goes through that function.
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:
+
+    class GradientCheckpointingLayer(nn.Module):
+        """A block whose call is recomputed in the backward pass when gradient checkpointing is on (4.48 - 4.51)."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            call = super().__call__
+            if self.gradient_checkpointing and self.training:
+                return self._gradient_checkpointing_func(partial(call, **kwargs), *args)
+            return call(*args, **kwargs)
+
+
+# transformers >= 5.0 has ALL_ATTENTION_FUNCTIONS.get_interface(); 4.48 - 4.57 have a mapping of the same kernels
+# (a dict up to 4.50, an AttentionInterface from 4.51). MAEST attention is never causal: the kernels get
+# is_causal=False, because the sdpa kernel of 4.48 - 4.50 makes unmasked attention causal unless told otherwise.
+if not hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+
+    class _AttentionFunctions:
+        """`get_interface` over the attention kernels of transformers 4.48 - 4.57 (looked up at call time)."""
+
+        def __init__(self, functions):
+            self.functions = functions
+
+        def get_interface(self, name, default):
+            function = self.functions.get(name)
+            return default if function is None else partial(function, is_causal=False)
+
+    ALL_ATTENTION_FUNCTIONS = _AttentionFunctions(ALL_ATTENTION_FUNCTIONS)
+
+# transformers 4.48 - 5.3 (5.24 does not), loading a model from a local folder, copy into their module cache only
+# the files this module imports relatively, yet import the whole chain: modeling_maest -> pipeline_maest (lazily, for
+# config.json files that name `modeling_maest.*Pipeline`) -> audio_maest, feature_extraction_maest. Naming the last two
+# here (never executed) has them copied too; a repo id (the Hub cache) follows the chain on every release.
+if TYPE_CHECKING:
+    from .audio_maest import load_input  # noqa: F401
+    from .feature_extraction_maest import MaestFeatureExtractor  # noqa: F401
+
+# transformers >= 4.54 initialises Linear / Conv / LayerNorm in PreTrainedModel._init_weights (normal with
+# config.initializer_range, zero bias, unit LayerNorm); before, the base method does nothing, and from_pretrained
+# leaves weights missing from a checkpoint (a new classification head) uninitialised. Give those versions the same
+# initialisation, under the same name, so MaestPreTrainedModel's `super()._init_weights(module)` works everywhere;
+# the same subclass makes save_pretrained of remote code keep its code files (4.48 - 4.52).
+if not inspect.unwrap(PreTrainedModel._init_weights).__code__.co_names:
+
+    class PreTrainedModel(PreTrainedModel):  # noqa: F811
+        def save_pretrained(self, *args, **kwargs):
+            """transformers 4.48 - 4.52: the Auto classes do not register remote-code classes for their auto class
+            (4.53 does), so save_pretrained would save neither the code files nor auto_map; register it here."""
+            names = {reference.split(".")[-1]: auto for auto, reference in MAEST_AUTO_MAP.items()}
+            if self._auto_class is None and type(self).__module__.startswith("transformers_modules"):
+                type(self).register_for_auto_class(names[type(self).__name__])
+                type(self.config).register_for_auto_class()
+            return super().save_pretrained(*args, **kwargs)
+
+        def _init_weights(self, module):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
+                if module.bias is not None:
+                    module.bias.data.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
 
 
 logger = logging.get_logger(__name__)
@@ -586,8 +679,8 @@ class MaestClassifierHead(nn.Module):
 def _is_tracing() -> bool:
     """True while torch.compile or torch.export traces the model (checks that read tensor values are skipped then).
 
-    `torch.compiler.is_compiling` exists from torch 2.3 and `is_exporting` from torch 2.5; older releases have neither
-    and are never seen as tracing.
+    `torch.compiler.is_compiling` exists from torch 2.3 (also true while exporting) and `is_exporting` from torch 2.7;
+    a missing one reads as "not tracing" (torch 2.1 - 2.2 have neither: eager only there, every check kept).
     """
     compiler = getattr(torch, "compiler", None)
     return any(getattr(compiler, name, lambda: False)() for name in ("is_compiling", "is_exporting"))
@@ -1281,7 +1374,10 @@ def __getattr__(name: str):
         try:  # loaded as Hugging Face remote code (a package)
             from .pipeline_maest import MaestAudioClassificationPipeline, MaestEmbeddingPipeline
         except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-            from pipeline_maest import MaestAudioClassificationPipeline, MaestEmbeddingPipeline
+            # importlib for transformers 4.48 - 4.50's check_imports (see the compatibility block at the top).
+            pipelines = importlib.import_module("pipeline_maest")
+            MaestAudioClassificationPipeline = pipelines.MaestAudioClassificationPipeline
+            MaestEmbeddingPipeline = pipelines.MaestEmbeddingPipeline
         return {
             "MaestAudioClassificationPipeline": MaestAudioClassificationPipeline,
             "MaestEmbeddingPipeline": MaestEmbeddingPipeline,

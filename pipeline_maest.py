@@ -2,15 +2,45 @@
 """The MAEST pipelines: `pipeline("audio-classification")` tags whole tracks, `pipeline("feature-extraction")`
 returns the paper's track embeddings. config.json's `custom_pipelines` points at these classes."""
 
+import importlib
+
 import numpy as np
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 from transformers.pipelines.base import Pipeline
 
 
+# --- Compatibility with transformers 4.48 - 5.x (see docs/compatibility.md) ---------------------------------------
 try:  # loaded as Hugging Face remote code (a package)
     from .audio_maest import is_number
 except ImportError:  # imported from the repository root as a plain module (tests, scripts)
-    from audio_maest import is_number
+    # Spelled with importlib: transformers 4.48 - 4.50 take every `from x import` left after a try body for a
+    # package the remote code needs, and refuse to load it when no package `audio_maest` is installed.
+    is_number = importlib.import_module("audio_maest").is_number
+
+
+def _fill_feature_extractor(args, kwargs):
+    """Give a MAEST pipeline the model's own feature extractor when `pipeline()` passed none (transformers 4.48 - 4.53).
+
+    Those releases load a feature extractor only for configs registered in transformers (MAEST's is remote code);
+    from 4.54 `pipeline()` follows the pipeline class's `_load_feature_extractor`, and this does nothing. Reads the
+    model's preprocessor_config.json from where the model came from (repo id or folder, the HF cache when offline).
+    """
+    if kwargs.get("feature_extractor") is not None:
+        return
+    try:
+        from .feature_extraction_maest import MaestFeatureExtractor
+    except ImportError:  # a plain module (tests, scripts); importlib for transformers 4.48 - 4.50, as above
+        MaestFeatureExtractor = importlib.import_module("feature_extraction_maest").MaestFeatureExtractor
+    source = getattr(kwargs.get("model", args[0] if args else None), "name_or_path", None)
+    kwargs["feature_extractor"] = MaestFeatureExtractor.from_pretrained(source) if source else MaestFeatureExtractor()
+
+
+def _model_dtype(pipeline):
+    """The dtype of the pipeline's model: `Pipeline.dtype` exists only from transformers 4.54 (4.48 - 4.53)."""
+    return getattr(pipeline.model, "dtype", None)
+
+
+# --- End of compatibility block ----------------------------------------------------------------------------------
 
 
 def _one_signal(inputs):
@@ -44,6 +74,7 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("top_k", 5)
+        _fill_feature_extractor(args, kwargs)  # transformers 4.48 - 4.53 (see the compatibility block)
         super().__init__(*args, **kwargs)
 
     def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, sampling_rate=None, **kwargs):
@@ -88,8 +119,9 @@ class MaestAudioClassificationPipeline(AudioClassificationPipeline):
         processed = self.feature_extractor(
             _one_signal(inputs), sampling_rate=sampling_rate, return_tensors="pt", return_attention_mask=True
         )
-        if self.dtype is not None:
-            processed["input_values"] = processed["input_values"].to(dtype=self.dtype)
+        dtype = _model_dtype(self)  # `self.dtype` from transformers 4.54 (see the compatibility block)
+        if dtype is not None:
+            processed["input_values"] = processed["input_values"].to(dtype=dtype)
         return processed
 
     def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
@@ -122,6 +154,10 @@ class MaestEmbeddingPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = True
     _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        _fill_feature_extractor(args, kwargs)  # transformers 4.48 - 4.53 (see the compatibility block)
+        super().__init__(*args, **kwargs)
 
     def __call__(self, inputs, **kwargs):
         """Embed one input or a list of inputs.
