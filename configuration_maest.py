@@ -124,6 +124,20 @@ MAEST_PRESETS = {
 }
 
 
+# Sizes no real model has, refused before anything is allocated (a typo such as max_length=10**9 would otherwise ask
+# for a position table of hundreds of GB). MAEST itself has 400 or 519 labels and about 87M parameters.
+MAX_NUM_LABELS = 1_000_000
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, 23 times ViT-Base
+
+
+def _check_num_labels(num_labels) -> None:
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 1 <= num_labels <= MAX_NUM_LABELS:
+        raise ValueError(
+            f"num_labels must be a whole number from 1 to {MAX_NUM_LABELS:,}, got {num_labels!r}; MAEST's Discogs "
+            "models have 400 or 519 labels. Pass the size of your label list (or id2label)."
+        )
+
+
 def num_patches(num_frames: int, num_mel_bins: int, patch_size: int, frequency_stride: int, time_stride: int):
     """Size of the patch grid that the patch embedding makes of a window.
 
@@ -256,6 +270,17 @@ class MaestConfig(_ConfigBase):
         # Checked here too (not only by @strict's validators) so that a bad value raises a plain ValueError.
         self.validate_values()
 
+    @property
+    def num_labels(self) -> "int | None":
+        """Number of labels: the length of `id2label` (`None` without labels)."""
+        return PreTrainedConfig.num_labels.fget(self)
+
+    @num_labels.setter
+    def num_labels(self, num_labels: int):
+        # Checked before transformers builds an id2label dict of that size.
+        _check_num_labels(num_labels)
+        PreTrainedConfig.num_labels.fset(self, num_labels)
+
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         """Read a config.json; the published `mtg-upf/discogs-maest-*` ones (AST layout) are read as MAEST configs.
@@ -334,8 +359,28 @@ class MaestConfig(_ConfigBase):
                 f"window_hop ({self.window_hop} frames) is larger than the window (max_length={self.max_length}): "
                 "audio between windows would be ignored. Use a hop of at most max_length."
             )
-        if self.num_labels is not None and self.num_labels < 1:
-            raise ValueError(f"num_labels must be at least 1, got {self.num_labels}.")
+        if self.num_labels is not None:
+            _check_num_labels(self.num_labels)
+        frequency_patches, time_patches = num_patches(
+            self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride
+        )
+        sizes = {
+            "the position table (hidden_size x patches of max_length)": self.hidden_size * (frequency_patches * time_patches + 2),
+            "the blocks (num_hidden_layers x hidden_size x (4 hidden_size + 2 intermediate_size))": self.num_hidden_layers
+            * self.hidden_size
+            * (4 * self.hidden_size + 2 * self.intermediate_size),
+            "the head (hidden_size x num_labels)": self.hidden_size * (self.num_labels or 1),
+            "the patch embedding (hidden_size x patch_size^2)": self.hidden_size * self.patch_size**2,
+        }
+        total = sum(sizes.values())
+        if total > MAX_PARAMETERS:
+            largest = max(sizes, key=sizes.get)
+            raise ValueError(
+                f"This configuration asks for {total:,} parameters ({total * 4 / 1e9:,.1f} GB in float32), more than "
+                f"any real model ({MAX_PARAMETERS:,} allowed); most of them in {largest}. Check hidden_size="
+                f"{self.hidden_size}, num_hidden_layers={self.num_hidden_layers}, intermediate_size="
+                f"{self.intermediate_size}, max_length={self.max_length} and num_labels={self.num_labels}."
+            )
 
     @property
     def num_frequency_patches(self) -> int:

@@ -455,3 +455,28 @@ def test_attention_mask_must_be_right_padding():
         torch.testing.assert_close(model(x, attention_mask=right.numpy()).logits, padded, atol=0, rtol=0)
     with pytest.raises(TypeError, match=r"attention_mask must be a torch.Tensor or numpy array.*list"):
         model(x, attention_mask=right.tolist())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_labels": 10**9}, r"num_labels must be a whole number from 1 to 1,000,000, got 1000000000"),
+        ({"id2label": {i: f"style {i}" for i in range(1_000_001)}}, r"got 1000001"),
+        ({"max_length": 10**9}, r"most of them in the position table"),
+        ({"hidden_size": 64 * 768, "num_attention_heads": 768}, r"most of them in the blocks"),
+    ],
+)
+def test_sizes_no_real_model_has_are_refused_before_allocating(overrides, message):
+    import tracemalloc
+
+    kwargs = dict(overrides)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=message):
+            tiny_config(**kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Nothing the size of the model (or of an id2label of 10**9 entries) was built: the check comes first.
+    assert peak < 64 * 2**20
+    assert tiny_config(num_labels=1_000).num_labels == 1_000
