@@ -446,7 +446,7 @@ def run_without_model(args) -> int:
         _log(f"... and {len(failures) - 10} more failed files")
     verb = "would change" if args.dry_run else ("cleaned" if args.remove_tags else "tagged")
     line = (f"{len(jobs)} files: {changed} {verb}, {unchanged} unchanged, {len(failures)} failed "
-            f"({time.monotonic() - started:.1f} s)")  # fmt: skip
+            f"({time.monotonic() - started:.2f} s)")  # fmt: skip
     if skipped:
         line += f"; {skipped} records without labels (errors) skipped"
     _log(line)

@@ -27,6 +27,11 @@ probabilities). One record per input file is written:
 * ``embedding_ref``: with ``--embeddings``, the ``.npy`` file holding the embedding, relative to the output's
   folder (see "Embeddings" below).
 
+Music library (`maest_tools.library`, docs/tagger.md): ``--timeline`` adds ``timeline`` (the windows in time order,
+``{"start_s", "end_s", "labels"}``), ``--genres`` adds ``genres`` (``[{"genre", "score"}]``, best first),
+``--write-tags`` writes the results into the audio files once each record is journaled, ``--plots DIR`` draws one
+picture per track; ``--remove-tags`` and ``--write-tags-from`` run without the model.
+
 Output formats, chosen by the extension of ``--output``: ``.jsonl`` (one JSON object per line), ``.csv`` (one row
 per file; ``labels`` is a JSON string, empty cells are nulls) and ``.parquet`` (needs pyarrow; ``labels`` is a
 list of ``{label, score}`` structs).
@@ -411,9 +416,9 @@ class Tagger:
             block = self.args.block if self.args.embeddings != "none" else None
             output = self.model(input_values=input_values, attention_mask=attention_mask, embedding_block=block)
             scores = scores_from_logits(output.logits, self.model.config.problem_type).cpu()
-            windows = None
+            track_windows = None
             if self.library is not None and self.library.needs_windows:  # --timeline / --plots: the same pass
-                windows = self.library.split_windows(
+                track_windows = self.library.split_windows(
                     scores_from_logits(output.window_logits, self.model.config.problem_type).cpu(),
                     output.window_mask.cpu(), output.window_starts.cpu(), lengths,
                 )
@@ -424,7 +429,7 @@ class Tagger:
             elif self.args.embeddings == "windows":
                 windows, window_mask = output.window_embeddings.float().cpu(), output.window_mask.cpu()
                 embeddings = [windows[row, window_mask[row]] for row in range(len(items))]
-        return scores, embeddings, windows
+        return scores, embeddings, track_windows
 
     def _save_embedding(self, path: str, embedding) -> str:
         import numpy as np
@@ -440,7 +445,7 @@ class Tagger:
         import torch
 
         try:
-            scores, embeddings, windows = self._forward(items)
+            scores, embeddings, track_windows = self._forward(items)
         except Exception as error:  # e.g. out of memory on a huge track
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -464,7 +469,7 @@ class Tagger:
                 "error": None,
             }
             if self.library is not None:
-                record.update(self.library.record_fields(windows and windows[row], scores[row].float().numpy()))
+                record.update(self.library.record_fields(track_windows and track_windows[row], scores[row].float().numpy()))
             if embeddings is not None:
                 try:
                     record["embedding_ref"] = self._save_embedding(item["path"], embeddings[row])
@@ -475,7 +480,7 @@ class Tagger:
             if self.library is not None:
                 # Tags and pictures only once the record is safe in the journal; a failure is journaled as a later
                 # record of the same path (it replaces the first at the merge) and the run goes on.
-                problem = self.library.after_record(record, windows and windows[row], scores[row].float().numpy())
+                problem = self.library.after_record(record, track_windows and track_windows[row], scores[row].float().numpy())
                 if problem is not None:
                     self.journal.append({**record, "error": problem})
 

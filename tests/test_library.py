@@ -216,10 +216,14 @@ def test_timeline_and_genres_in_csv_and_parquet(tagged, model_dir, originals, tm
     jsonl_records = {}
     for extension in ("jsonl", "csv", "parquet"):
         output = tmp_path / f"tags.{extension}"
+        # With window embeddings too: one row per timeline window (the same windows of the same pass).
         code, _, err = run_main([music["flac"], music["m4a"], "--model", model_dir, "--output", output, "--timeline",
-                                 "--genres", "--num-workers", "0", "--quiet"], capsys)  # fmt: skip
+                                 "--genres", "--embeddings", "windows", "--num-workers", "0", "--quiet"], capsys)  # fmt: skip
         assert code == 0, err
         records = {os.path.basename(r["path"]): r for r in tag_records.read_records(str(output))}
+        for record in records.values():
+            rows = np.load(tmp_path / record["embedding_ref"])
+            assert rows.shape[0] == len(record["timeline"])
         if extension == "jsonl":
             jsonl_records = records
             continue
