@@ -5,7 +5,8 @@ A record is ``{"path", "duration_s", "source_sampling_rate", "source_channels", 
 ``embedding_ref`` with embeddings); see `maest_tools.tag` for the meaning of each field. Records are appended to a
 JSONL journal as they are made (`JsonlJournal`), and merged at the end into the output (`merge_output`), whose
 format follows its extension: ``.jsonl``, ``.csv`` (``labels``, ``genres`` and ``timeline`` as JSON strings, empty
-cells are nulls) or ``.parquet`` (needs pyarrow; those fields as lists of structs). Journals: ``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
+cells are nulls) or ``.parquet`` (needs pyarrow; those fields as lists of structs). Journals:
+``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
 ``OUTPUT.shard-I-of-N.jsonl`` (shards). Embeddings: ``OUTPUT.embeddings/<h[:2]>/<h>.npy``, ``h`` the SHA-1 of the
 record's path.
 """

@@ -468,8 +468,9 @@ class Tagger:
                 "labels": select_labels(scores[row].float().numpy(), self.label_names, self.args.top_k, self.args.threshold),
                 "error": None,
             }
+            windows_row = track_windows[row] if track_windows is not None else None
             if self.library is not None:
-                record.update(self.library.record_fields(track_windows and track_windows[row], scores[row].float().numpy()))
+                record.update(self.library.record_fields(windows_row, scores[row].float().numpy()))
             if embeddings is not None:
                 try:
                     record["embedding_ref"] = self._save_embedding(item["path"], embeddings[row])
@@ -480,7 +481,7 @@ class Tagger:
             if self.library is not None:
                 # Tags and pictures only once the record is safe in the journal; a failure is journaled as a later
                 # record of the same path (it replaces the first at the merge) and the run goes on.
-                problem = self.library.after_record(record, track_windows and track_windows[row], scores[row].float().numpy())
+                problem = self.library.after_record(record, windows_row, scores[row].float().numpy())
                 if problem is not None:
                     self.journal.append({**record, "error": problem})
 
