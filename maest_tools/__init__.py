@@ -16,6 +16,10 @@ modules (`pip install .` installs them as such); they never import this package.
 | `labelled` | labelled audio (CSV or label folders), splits, validation metrics |
 | `hub` | saving a loadable model folder (auto_map, custom pipelines, code files) and pushing it |
 | `tag` | `maest-tag`: tag and embed a collection |
+| `library` | maest-tag's music-library options: `--timeline`, `--genres`, `--write-tags`, `--remove-tags`, `--plots` |
+| `timeline`, `genres` | the one label rule, window times; genre scores (max over styles) |
+| `filetags` | MAEST tags written into audio files (mutagen), safely |
+| `plot`, `plot_command` | a track's picture (matplotlib, Agg); `maest-plot` |
 | `convert` | `maest-convert`: convert a release or published checkpoint, check it, publish it |
 | `finetune` | `maest-finetune`: fine-tune on labelled audio |
 | `probe` | `maest-probe`: MLP probe on frozen embeddings of one block |

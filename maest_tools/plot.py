@@ -125,8 +125,11 @@ def timeline_figure(
     return figure
 
 
-def save_timeline_png(path, *args, dpi: int = 100, **kwargs) -> str:
+def save_timeline_png(path, *args, dpi: int = 100, metadata: dict | None = None, **kwargs) -> str:
     """Draw `timeline_figure(*args, **kwargs)` and write it to `path` as PNG, atomically.
+
+    `metadata` (`dict[str, str]`, *optional*) becomes PNG text chunks (matplotlib's ``savefig(metadata=...)``, e.g.
+    ``{"Software": "maest-tag 0.1.0"}``, which the tagger uses to recognise its own pictures).
 
     The PNG goes to a hidden temporary file in the same folder that is renamed into place, so an interrupted run
     never leaves a half-written picture. Returns the path.
@@ -137,7 +140,7 @@ def save_timeline_png(path, *args, dpi: int = 100, **kwargs) -> str:
     temporary = os.path.join(folder, f".{os.path.basename(path)}.maest-tmp-{secrets.token_hex(6)}")
     try:
         with open(temporary, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=dpi)
+            figure.savefig(handle, format="png", dpi=dpi, metadata=metadata)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

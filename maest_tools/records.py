@@ -4,8 +4,9 @@
 A record is ``{"path", "duration_s", "source_sampling_rate", "source_channels", "labels", "error"}`` (and
 ``embedding_ref`` with embeddings); see `maest_tools.tag` for the meaning of each field. Records are appended to a
 JSONL journal as they are made (`JsonlJournal`), and merged at the end into the output (`merge_output`), whose
-format follows its extension: ``.jsonl``, ``.csv`` (``labels`` as a JSON string, empty cells are nulls) or
-``.parquet`` (needs pyarrow). Journals: ``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
+format follows its extension: ``.jsonl``, ``.csv`` (``labels``, ``genres`` and ``timeline`` as JSON strings, empty
+cells are nulls) or ``.parquet`` (needs pyarrow; those fields as lists of structs). Journals:
+``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
 ``OUTPUT.shard-I-of-N.jsonl`` (shards). Embeddings: ``OUTPUT.embeddings/<h[:2]>/<h>.npy``, ``h`` the SHA-1 of the
 record's path.
 """
@@ -25,7 +26,14 @@ from .files import atomic_path
 
 
 RECORD_FIELDS = ("path", "duration_s", "source_sampling_rate", "source_channels", "labels", "error")
-"""Fields of every record, in output order; ``embedding_ref`` follows with --embeddings."""
+"""Fields of every record, in output order; `OPTIONAL_FIELDS` follow when a record of the output has them."""
+
+OPTIONAL_FIELDS = ("genres", "timeline", "embedding_ref")
+"""Fields of some runs, in output order: ``genres`` (--genres), ``timeline`` (--timeline), ``embedding_ref``
+(--embeddings); see `maest_tools.library`."""
+
+JSON_FIELDS = ("labels", "genres", "timeline")
+"""Fields holding lists: a JSON string in CSV, a list of structs in Parquet."""
 
 FSYNC_INTERVAL_S = 5.0
 """Journals are flushed after every record and fsync'ed at most this often (seconds) and when closed."""
@@ -141,31 +149,37 @@ def require_pyarrow():
     return pyarrow, pyarrow.parquet
 
 
-def _parquet_schema(pa, with_embeddings: bool):
+def _parquet_schema(pa, columns: list[str]):
+    label = pa.struct([("label", pa.string()), ("score", pa.float64())])
     fields = [
         ("path", pa.string()),
         ("duration_s", pa.float64()),
         ("source_sampling_rate", pa.int64()),
         ("source_channels", pa.int64()),
-        ("labels", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("labels", pa.list_(label)),
         ("error", pa.string()),
     ]
-    if with_embeddings:
-        fields.append(("embedding_ref", pa.string()))
+    optional = {
+        "genres": pa.list_(pa.struct([("genre", pa.string()), ("score", pa.float64())])),
+        "timeline": pa.list_(
+            pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("labels", pa.list_(label))])
+        ),
+        "embedding_ref": pa.string(),
+    }
+    fields += [(name, optional[name]) for name in OPTIONAL_FIELDS if name in columns]
     return pa.schema(fields)
 
 
 def _columns(records: list[dict]) -> list[str]:
     columns = list(RECORD_FIELDS)
-    if any("embedding_ref" in record for record in records):
-        columns.append("embedding_ref")
+    columns += [name for name in OPTIONAL_FIELDS if any(name in record for record in records)]
     return columns
 
 
 def _csv_cell(column: str, value: Any) -> str:
     if value is None:
         return ""
-    if column == "labels":
+    if column in JSON_FIELDS:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float):
         return repr(value)  # shortest exact round trip
@@ -175,7 +189,7 @@ def _csv_cell(column: str, value: Any) -> str:
 def _from_csv_cell(column: str, text: str) -> Any:
     if text == "":
         return None
-    if column == "labels":
+    if column in JSON_FIELDS:
         return json.loads(text)
     if column == "duration_s":
         return float(text)
@@ -214,7 +228,7 @@ def write_records(path: str, records: list[dict]) -> None:
                     writer.writerow([_csv_cell(column, record.get(column)) for column in columns])
         else:
             pa, pq = require_pyarrow()
-            schema = _parquet_schema(pa, "embedding_ref" in columns)
+            schema = _parquet_schema(pa, columns)
             rows = [{column: record.get(column) for column in columns} for record in records]
             pq.write_table(pa.Table.from_pylist(rows, schema=schema), temporary)
 

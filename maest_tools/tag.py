@@ -27,6 +27,11 @@ probabilities). One record per input file is written:
 * ``embedding_ref``: with ``--embeddings``, the ``.npy`` file holding the embedding, relative to the output's
   folder (see "Embeddings" below).
 
+Music library (`maest_tools.library`, docs/tagger.md): ``--timeline`` adds ``timeline`` (the windows in time order,
+``{"start_s", "end_s", "labels"}``), ``--genres`` adds ``genres`` (``[{"genre", "score"}]``, best first),
+``--write-tags`` writes the results into the audio files once each record is journaled, ``--plots DIR`` draws one
+picture per track; ``--remove-tags`` and ``--write-tags-from`` run without the model.
+
 Output formats, chosen by the extension of ``--output``: ``.jsonl`` (one JSON object per line), ``.csv`` (one row
 per file; ``labels`` is a JSON string, empty cells are nulls) and ``.parquet`` (needs pyarrow; ``labels`` is a
 list of ``{label, score}`` structs).
@@ -88,6 +93,7 @@ from .devices import DTYPES, resolve_device, resolve_dtype
 from .discovery import AUDIO_EXTENSIONS, find_audio_files, parse_extensions
 from .features import decode_features, load_feature_extractor
 from .files import save_npy
+from . import library
 from .timeline import select_labels
 from .records import (
     RECORD_FIELDS,
@@ -350,8 +356,10 @@ class RunStats:
 class Tagger:
     """Runs the model on batches of decoded tracks and writes one record per file to a journal."""
 
-    def __init__(self, model, feature_extractor, args, device, output: str, journal: JsonlJournal, progress):
+    def __init__(self, model, feature_extractor, args, device, output: str, journal: JsonlJournal, progress,
+                 features: "library.LibraryFeatures | None" = None):
         self.model = model
+        self.library = features
         self.padding_value = float(feature_extractor.padding_value)
         self.args = args
         self.device = device
@@ -408,6 +416,12 @@ class Tagger:
             block = self.args.block if self.args.embeddings != "none" else None
             output = self.model(input_values=input_values, attention_mask=attention_mask, embedding_block=block)
             scores = scores_from_logits(output.logits, self.model.config.problem_type).cpu()
+            track_windows = None
+            if self.library is not None and self.library.needs_windows:  # --timeline / --plots: the same pass
+                track_windows = self.library.split_windows(
+                    scores_from_logits(output.window_logits, self.model.config.problem_type).cpu(),
+                    output.window_mask.cpu(), output.window_starts.cpu(), lengths,
+                )
             embeddings = None
             if self.args.embeddings == "track":
                 track = output.embedding.float().cpu()
@@ -415,7 +429,7 @@ class Tagger:
             elif self.args.embeddings == "windows":
                 windows, window_mask = output.window_embeddings.float().cpu(), output.window_mask.cpu()
                 embeddings = [windows[row, window_mask[row]] for row in range(len(items))]
-        return scores, embeddings
+        return scores, embeddings, track_windows
 
     def _save_embedding(self, path: str, embedding) -> str:
         import numpy as np
@@ -431,7 +445,7 @@ class Tagger:
         import torch
 
         try:
-            scores, embeddings = self._forward(items)
+            scores, embeddings, track_windows = self._forward(items)
         except Exception as error:  # e.g. out of memory on a huge track
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -454,6 +468,9 @@ class Tagger:
                 "labels": select_labels(scores[row].float().numpy(), self.label_names, self.args.top_k, self.args.threshold),
                 "error": None,
             }
+            windows_row = track_windows[row] if track_windows is not None else None
+            if self.library is not None:
+                record.update(self.library.record_fields(windows_row, scores[row].float().numpy()))
             if embeddings is not None:
                 try:
                     record["embedding_ref"] = self._save_embedding(item["path"], embeddings[row])
@@ -461,6 +478,12 @@ class Tagger:
                     self.emit_error(item, f"could not write its embedding: {error_message(error)}")
                     continue
             self._emit(record)
+            if self.library is not None:
+                # Tags and pictures only once the record is safe in the journal; a failure is journaled as a later
+                # record of the same path (it replaces the first at the merge) and the run goes on.
+                problem = self.library.after_record(record, windows_row, scores[row].float().numpy())
+                if problem is not None:
+                    self.journal.append({**record, "error": problem})
 
     def run(self, loader) -> None:
         """Consume the DataLoader, batching the decoded tracks of each block of ``--batch-size`` input files (see
@@ -554,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--merge", metavar="OUTPUT",
         help="merge the shard journals of OUTPUT into OUTPUT and exit (no other arguments)")  # fmt: skip
     add("--quiet", "-q", action="store_true", help="no progress bars")
+    library.add_arguments(parser)
     return parser
 
 
@@ -625,6 +649,8 @@ def _run_merge(output: str) -> int:
 
 
 def _check_arguments(args) -> None:
+    if library.runs_without_model(args):
+        return
     if args.merge is not None:
         extra = [name for name in ("inputs", "file_list", "output", "shard") if getattr(args, name)]
         if extra:
@@ -642,6 +668,7 @@ def _check_arguments(args) -> None:
         raise UsageError("--retry-errors only makes sense with --resume.")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one of them.")
+    library.check_tagging_arguments(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -650,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_arguments(args)
+        if library.runs_without_model(args):
+            return library.run_without_model(args)
         if args.merge is not None:
             return _run_merge(args.merge)
         return _tag(args)
@@ -749,10 +778,14 @@ def _tag(args) -> int:
     model.to(device=device, dtype=resolve_dtype(args.dtype))
 
     feature_extractor = load_feature_extractor()
+    id2label = {int(key): value for key, value in config.id2label.items()}
+    features = library.LibraryFeatures(args, args.model, config, [id2label[index] for index in range(len(id2label))])
 
     dist.init()
     try:
         _prepare_output(args, dist, journal_path)
+        if dist.rank == 0:
+            features.prepare(inputs)
         dist.barrier()  # rank 0 has cleared the old results (--overwrite)
         done = collect_records(output) if args.resume else {}
         dist.barrier()  # every rank has read what was done before any rank writes
@@ -763,7 +796,9 @@ def _tag(args) -> int:
                 return False
             if record.get("error") is not None:
                 return not args.retry_errors
-            return args.embeddings == "none" or bool(record.get("embedding_ref"))
+            return (args.embeddings == "none" or bool(record.get("embedding_ref"))) and all(
+                field in record for field, asked in (("timeline", args.timeline), ("genres", args.genres)) if asked
+            )
 
         todo = [(position, path) for position, path in my_inputs if not is_done(path)]
 
@@ -777,7 +812,7 @@ def _tag(args) -> int:
             )
 
         journal = JsonlJournal(journal_path)
-        tagger = Tagger(model, feature_extractor, args, device, output, journal, progress)
+        tagger = Tagger(model, feature_extractor, args, device, output, journal, progress, features)
         try:
             if todo:
                 from torch.utils.data import DataLoader

@@ -20,7 +20,8 @@ def entry_points() -> dict[str, str]:
 
 
 def test_the_five_commands_are_declared():
-    assert set(entry_points()) == {"maest-tag", "maest-convert", "maest-finetune", "maest-probe", "maest-export-onnx"}
+    assert set(entry_points()) == {"maest-tag", "maest-convert", "maest-finetune", "maest-probe", "maest-export-onnx",
+                                  "maest-plot"}
 
 
 @pytest.mark.parametrize("command", sorted(entry_points()))
