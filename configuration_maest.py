@@ -56,6 +56,11 @@ MAEST_PRESETS = {
 }
 
 
+MAX_PARAMETERS = 4_000_000_000
+"""The largest model a config may describe (16 GiB of float32 weights; the published MAEST models have 87 million):
+a larger one is refused before anything is allocated, as a corrupt or mistyped config.json."""
+
+
 def num_patches(num_frames: int, num_mel_bins: int, patch_size: int, frequency_stride: int, time_stride: int):
     """Size of the patch grid that the patch embedding makes of a window.
 
@@ -268,6 +273,35 @@ class MaestConfig(PreTrainedConfig):
             )
         if self.num_labels is not None and self.num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {self.num_labels}.")
+        self._validate_scale()
+
+    def _validate_scale(self):
+        """An activation the model knows, and a parameter count a machine can hold, checked before any allocation
+        (a config with `max_length: 10**9` would otherwise try to allocate a 230 GB position table)."""
+        from transformers.activations import ACT2FN
+
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            known = ", ".join(sorted(name for name in ACT2FN if isinstance(name, str))[:12])
+            raise ValueError(f"MaestConfig.hidden_act {self.hidden_act!r} is not an activation transformers knows "
+                             f"(for example {known}); MAEST uses \"gelu\".")  # fmt: skip
+        frequency, time = num_patches(
+            self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride
+        )
+        hidden, layers, labels = self.hidden_size, self.num_hidden_layers, self.num_labels or 1
+        estimate = (
+            (frequency * time + 2) * hidden  # position table
+            + layers * (4 * hidden * hidden + 2 * hidden * self.intermediate_size)  # blocks
+            + hidden * self.patch_size * self.patch_size  # patch embedding
+            + hidden * labels  # head
+        )
+        if estimate > MAX_PARAMETERS:
+            raise ValueError(
+                f"This MaestConfig describes about {estimate:.3g} parameters ({estimate * 4 / 2**30:.3g} GiB in "
+                f"float32; max_length={self.max_length} frames, hidden_size={hidden}, num_hidden_layers={layers}, "
+                f"intermediate_size={self.intermediate_size}, num_labels={labels}), more than the "
+                f"{MAX_PARAMETERS:.0e} any MAEST model can have (the published ones have under 1e8): a corrupt or "
+                "mistyped config.json. Check those values."
+            )
 
     @property
     def num_frequency_patches(self) -> int:
