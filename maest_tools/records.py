@@ -176,7 +176,7 @@ def _json_line(record: dict) -> str:
     return line + "\n"
 
 
-def _repair_jsonl_tail(path: str) -> None:
+def repair_jsonl_tail(path: str) -> None:
     """Make ``path`` end with a complete line: drop a torn last line left by a crash, add a missing newline."""
     with open(path, "rb+") as handle:
         handle.seek(0, os.SEEK_END)
@@ -352,7 +352,7 @@ class JsonlJournal:
     def __init__(self, path: str):
         self.path = path
         if os.path.exists(path):
-            _repair_jsonl_tail(path)
+            repair_jsonl_tail(path)
         self._handle = open(path, "a", encoding="utf-8", errors="surrogateescape")
         self._last_sync = time.monotonic()
 

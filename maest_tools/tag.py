@@ -105,6 +105,7 @@ from .records import (
     record_key,
     partial_journal_path,
     record_sources,
+    repair_jsonl_tail,
     require_pyarrow,
     shard_journal_path,
     shard_journals,
@@ -374,7 +375,8 @@ def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as error:  # corrupt file, bad config value, network...: one message, never a traceback
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        first_line = (text[:500] + "...") if len(text) > 500 else (text or type(error).__name__)
         if "use_safetensors=False" in str(error):
             raise UsageError(
                 f"--model {model_name!r} has no model.safetensors, only pickled weights (pytorch_model.bin). Convert "
@@ -741,6 +743,14 @@ def _report(line: str, failures: list) -> None:
 
 def _run_merge(output: str) -> int:
     output_format(output)
+    locks = acquire_output_locks(output)
+    try:
+        return _merge_locked(output)
+    finally:
+        release_all(locks)
+
+
+def _merge_locked(output: str) -> int:
     journals = shard_journals(output)
     if not journals and not os.path.exists(partial_journal_path(output)):
         if not os.path.exists(output):
@@ -757,12 +767,8 @@ def _run_merge(output: str) -> int:
                 "their files are not in the output yet; copy those journals here and run --merge again."
             )
             status = EXIT_FAILED_FILES
-    locks = acquire_output_locks(output)
-    try:
-        dropped: list[str] = []
-        records = merge_output(output, dropped)
-    finally:
-        release_all(locks)
+    dropped: list[str] = []
+    records = merge_output(output, dropped)
     failures = [(record_key(record), record["error"]) for record in records if record.get("error") is not None]
     line = (f"{plural(len(records), 'file')}: {len(records) - len(failures)} tagged, {len(failures)} failed "
             f"(merged into {output})")  # fmt: skip
@@ -780,8 +786,8 @@ def _report_dropped(dropped: list[str]) -> None:
         _log(f"... and {len(dropped) - 10} more dropped lines")
     _log(
         f"warning: {plural(len(dropped), 'journal line')} could not be merged (listed above), so the journals are kept. "
-        "Their files have no record in the output yet: rerun the tagging command with --resume to redo them (or fix "
-        "the lines and run --merge again)."
+        "Their files have no record in the output yet: fix or delete the malformed lines (a torn last line needs "
+        "nothing), then rerun the tagging command with --resume to redo those files."
     )
 
 
@@ -1060,14 +1066,21 @@ def _tag(args) -> int:
                     f"error: rank 0 cannot see the shard files {absent[:3]}: OUTPUT must be in a folder shared by "
                     "every node. Copy those files next to the output and run --merge."
                 )
+        # This run redid every file without a record, so a torn last line of a journal (a crash of an earlier run)
+        # is no loss any more: cut it, so that the journals are merged and removed.
+        for source in record_sources(output):
+            if source != output:
+                repair_jsonl_tail(source)
         dropped: list[str] = []
         records = {record_key(record): record for record in merge_output(output, dropped)}
+        if dropped:
+            _report_dropped(dropped)
         dist.barrier()  # the other ranks end only after the merge (see above)
         audio_s = _audio_seconds(records, set(processed))
         line, status, failures = _summary(inputs, records, skipped_all, audio_s, time.monotonic() - started)
         _report(line, failures)
         _log(f"Wrote {plural(len(records), 'record')} to {output}")
-        return status
+        return max(status, EXIT_FAILED_FILES) if dropped else status
     finally:
         dist.close()
 
