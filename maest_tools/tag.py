@@ -91,7 +91,15 @@ from .features import UnusableAudio, decode_features, load_feature_extractor
 from .files import save_npy
 from .files import remove_stale_temporaries
 from .lock import acquire_output_locks, release_all
-from .provenance import check_resume, meta_path, model_weight_files, run_settings, weights_sha256, write_meta, weight_files
+from .provenance import (
+    check_resume,
+    meta_path,
+    model_weight_files,
+    run_settings,
+    weight_files,
+    weights_sha256,
+    write_meta,
+)
 from .timeline import select_labels
 from .records import (
     RECORD_FIELDS,
@@ -179,9 +187,12 @@ class AudioFileDataset:
     for a file that cannot be used.
     """
 
-    def __init__(self, items: list[tuple[int, str]], feature_extractor):
+    def __init__(self, items: list[tuple[int, str]], feature_extractor, in_flight=None):
         self.items = items
         self.feature_extractor = feature_extractor
+        # Shared with the parent: slot 2w holds worker w's PID, slot 2w+1 the item it is decoding (-1: none), so
+        # that the file a dead worker was decoding can be named (see `DeathTolerantLoader`).
+        self.in_flight = in_flight
 
     def __len__(self) -> int:
         return len(self.items)
@@ -189,7 +200,27 @@ class AudioFileDataset:
     def __getitem__(self, index: int) -> dict:
         import torch
 
+        item_number = index
         index, path = self.items[index]
+        worker = None
+        if self.in_flight is not None:
+            from torch.utils.data import get_worker_info
+
+            worker = get_worker_info()
+        if worker is not None:
+            self.in_flight[2 * worker.id] = os.getpid()
+            self.in_flight[2 * worker.id + 1] = item_number
+            if os.environ.get(KILL_DECODER_TEST_ENV) == os.path.basename(path):
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a decoder killed like the OOM killer does
+        try:
+            return self._decode(index, path)
+        finally:
+            if worker is not None:
+                self.in_flight[2 * worker.id + 1] = -1
+
+    def _decode(self, index: int, path: str) -> dict:
+        import torch
+
         try:
             features, info = decode_features(path, self.feature_extractor, name_file=False)
         except UnusableAudio as error:  # decoded: its duration is known
@@ -216,6 +247,76 @@ class AudioFileDataset:
 
 def _identity(item):
     return item
+
+
+KILL_DECODER_TEST_ENV = "MAEST_TAG_TEST_KILL_DECODER"
+"""Test hook: a decoding worker (never the main process) kills itself with SIGKILL on the file of this base name."""
+
+WORKER_DIED = (
+    "the decoding process died while decoding this file (killed by the system: out of memory? or a crash in the "
+    "decoder); the run went on without it"
+)
+
+
+class DeathTolerantLoader:
+    """Decoded items of ``todo`` in order, from DataLoader worker processes that may die.
+
+    A worker killed while decoding (the OOM killer, a segfault) makes PyTorch's DataLoader raise "DataLoader
+    worker ... exited unexpectedly". Here that file becomes an error item (`WORKER_DIED`), named from the slot the
+    dead worker wrote before decoding it, and a new DataLoader goes on over the files not received yet. If the
+    dead worker cannot be matched to a file (no PID in the message), every file in flight gets the error: none is
+    ever decoded twice into a crash loop. With ``num_workers=0`` decoding runs in this process, which such a kill
+    ends (--resume then continues after the files already written).
+    """
+
+    def __init__(self, todo: list[tuple[int, str]], feature_extractor, num_workers: int):
+        self.todo = todo
+        self.feature_extractor = feature_extractor
+        self.num_workers = num_workers
+
+    def _loader(self, items, in_flight):
+        from torch.utils.data import DataLoader
+
+        dataset = AudioFileDataset(items, self.feature_extractor, in_flight)
+        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity,
+                          prefetch_factor=4 if self.num_workers else None)  # fmt: skip
+
+    def __iter__(self):
+        import multiprocessing
+        import re
+
+        remaining = list(self.todo)
+        in_flight = multiprocessing.get_context().Array("q", 2 * max(1, self.num_workers), lock=False)
+        while remaining:
+            for slot in range(len(in_flight)):
+                in_flight[slot] = -1
+            received = 0
+            iterator = iter(self._loader(remaining, in_flight if self.num_workers else None))
+            try:
+                for item in iterator:
+                    received += 1
+                    yield item
+                return
+            except RuntimeError as error:
+                shutdown = getattr(iterator, "_shutdown_workers", None)
+                if shutdown is not None:  # stop the surviving workers before new ones start
+                    shutdown()
+                found = re.search(r"DataLoader worker \(pid\(s\) ([\d, ]+)\) exited unexpectedly", str(error))
+                if found is None:
+                    raise
+                dead = {int(pid) for pid in found.group(1).split(",") if pid.strip()}
+                slots = [(in_flight[2 * w], in_flight[2 * w + 1]) for w in range(len(in_flight) // 2)]
+                culprits = {number for pid, number in slots if pid in dead and number >= 0}
+                if not culprits:
+                    culprits = {number for _pid, number in slots if number >= 0}
+                if not culprits:  # died between files: blame the next file, so that the run always moves on
+                    culprits = {received}
+                for number in sorted(culprits):
+                    position, path = remaining[number]
+                    yield {"index": position, "path": path, "error": WORKER_DIED}
+                # Items are yielded in order, so the first `received` are done; the culprits are recorded.
+                remaining = [entry for number, entry in enumerate(remaining)
+                             if number >= received and number not in culprits]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -502,10 +603,15 @@ class Tagger:
         self.started = time.monotonic()
         id2label = {int(key): value for key, value in model.config.id2label.items()}
         self.label_names = [id2label[index] for index in range(len(id2label))]
+        self._batch = None
+        self._advanced = 0.0
+        if progress is not None:
+            self._watch_windows()
 
     # -- records ------------------------------------------------------------------------------------------------------
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: dict, advance: bool = True) -> None:
+        """Journal ``record``; ``advance``: move the bar by one file (the model's files moved it window by window)."""
         if self.args.embeddings != "none":
             record.setdefault("embedding_ref", None)
         self.journal.append(portable_record(record))
@@ -515,9 +621,51 @@ class Tagger:
         if self.progress is not None:
             elapsed = max(time.monotonic() - self.started, 1e-9)
             self.progress.set_postfix_str(f"audio {self.stats.audio_s / elapsed:.1f} s/s", refresh=False)
-            self.progress.update(1)
+            if advance:
+                self.progress.update(1)
 
-    def emit_error(self, item: dict, message: str) -> None:
+    # -- progress within a model call ---------------------------------------------------------------------------------
+
+    def _watch_windows(self) -> None:
+        """Move the bar as the model works through the windows of a batch: a forward hook on the patch embedding
+        (run once per chunk of windows) advances it by ``windows in the chunk / windows in the batch x files in the
+        batch``, so a long track or a big batch moves the bar window by window instead of jumping at its end."""
+        from modeling_maest import MaestPatchEmbeddings
+
+        self._batch = None  # (files, windows) of the batch in the model
+        self._advanced = 0.0
+
+        def on_chunk(_module, inputs, _output):
+            if self._batch is None or self.progress is None:
+                return
+            files, windows = self._batch
+            step = min(inputs[0].shape[0] / windows * files, files - self._advanced)
+            if step > 0:
+                self._advanced += step
+                self.progress.update(step)
+
+        for module in self.model.modules():
+            if isinstance(module, MaestPatchEmbeddings):
+                module.register_forward_hook(on_chunk)
+                break
+
+    def _batch_started(self, lengths: list[int]) -> None:
+        from modeling_maest import window_starts
+
+        config = self.model.config
+        windows = sum(len(window_starts(length, config.max_length, config.window_hop)) for length in lengths)
+        self._batch = (len(lengths), max(1, windows))
+        self._advanced = 0.0
+
+    def _batch_ended(self, succeeded: bool) -> None:
+        """Make the batch count exactly its files (success), or take its partial advance back (a failure: its files
+        are retried one by one, and count then)."""
+        if self.progress is not None and self._batch is not None:
+            self.progress.update((self._batch[0] - self._advanced) if succeeded else -self._advanced)
+        self._batch = None
+        self._advanced = 0.0
+
+    def emit_error(self, item: dict, message: str, advance: bool = True) -> None:
         record = {"path": item["path"]}
         for name in RECORD_FIELDS[1:]:
             record[name] = None
@@ -528,7 +676,7 @@ class Tagger:
                 source_sampling_rate=item["source_sampling_rate"],
                 source_channels=item["source_channels"],
             )
-        self._emit(record)
+        self._emit(record, advance)
 
     # -- model --------------------------------------------------------------------------------------------------------
 
@@ -543,6 +691,7 @@ class Tagger:
         attention_mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]).to(torch.int32)
         input_values = input_values.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
+        self._batch_started(lengths)
         with torch.inference_mode():
             # One pass gives the scores and, with --embeddings, the embedding after block --block.
             block = self.args.block if self.args.embeddings != "none" else None
@@ -573,6 +722,7 @@ class Tagger:
         try:
             scores, embeddings = self._forward(items)
         except Exception as error:  # e.g. out of memory on a huge track
+            self._batch_ended(succeeded=False)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(items) > 1:
@@ -581,10 +731,11 @@ class Tagger:
                 return
             self.emit_error(items[0], f"the model failed on this track: {error_message(error)}")
             return
+        self._batch_ended(succeeded=True)
         for row, item in enumerate(items):
             if not bool(torch.isfinite(scores[row]).all()):
                 hint = " (float16 overflow? use --dtype bfloat16 or float32)" if self.args.dtype == "float16" else ""
-                self.emit_error(item, f"the model produced non-finite scores{hint}")
+                self.emit_error(item, f"the model produced non-finite scores{hint}", advance=False)
                 continue
             record = {
                 "path": item["path"],
@@ -600,9 +751,9 @@ class Tagger:
                 except OSError as error:
                     if error.errno in FATAL_WRITE_ERRNOS:  # every later file would fail the same way: stop
                         raise
-                    self.emit_error(item, f"could not write its embedding: {error_message(error)}")
+                    self.emit_error(item, f"could not write its embedding: {error_message(error)}", advance=False)
                     continue
-            self._emit(record)
+            self._emit(record, advance=False)
 
     def run(self, loader) -> None:
         """Consume the DataLoader, batching the decoded tracks of each block of ``--batch-size`` input files (see
@@ -999,26 +1150,17 @@ def _tag(args) -> int:
 
             description = f"rank {dist.rank} of {dist.world_size}" if dist.active else "tagging"
             progress = tqdm(
-                total=len(todo), unit="file", desc=description, file=sys.stderr, mininterval=0.5, dynamic_ncols=True
+                total=len(todo), unit="file", desc=description, file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+                # Fractional counts: the bar moves window by window inside a model call (see Tagger._watch_windows).
+                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} files [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
             )
 
         journal = JsonlJournal(journal_path)
         tagger = Tagger(model, feature_extractor, args, device, output, journal, progress)
         try:
             if todo:
-                from torch.utils.data import DataLoader
-
                 workers = args.num_workers if args.num_workers is not None else _default_num_workers(dist)
-                dataset = AudioFileDataset(todo, feature_extractor)
-                loader = DataLoader(
-                    dataset,
-                    batch_size=None,
-                    shuffle=False,
-                    num_workers=workers,
-                    collate_fn=_identity,
-                    prefetch_factor=4 if workers else None,
-                )
-                tagger.run(loader)
+                tagger.run(DeathTolerantLoader(todo, feature_extractor, workers))
         except KeyboardInterrupt:
             journal.close()
             if progress is not None:

@@ -454,3 +454,121 @@ def test_leftover_temporary_files_are_removed(clips, model_dir, tmp_path, capsys
     code, err = tag(clips, model_dir, output, capsys, "--embeddings", "track", "--resume")
     assert code == 0 and "Removed 3 temporary files" in err, err
     assert not any(path.exists() for path in litter) and alive.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding workers that die, and the progress bar
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_decoding_worker_killed_on_one_file(clips, model_dir, tmp_path, capsys, monkeypatch):
+    reference = tmp_path / "reference.jsonl"
+    assert tag(clips, model_dir, reference, capsys)[0] == 0
+    expected = {record["path"]: record for record in tag_records.read_jsonl(str(reference))}
+    killer = os.path.join(str(clips), "clip1.wav")
+    monkeypatch.setenv(maest_tag.KILL_DECODER_TEST_ENV, "clip1.wav")
+    output = tmp_path / "tags.jsonl"
+    args = [clips, "--model", model_dir, "--output", output, "-q", "--num-workers", "2"]
+    code, err = run(args, capsys)
+    assert code == 1 and "3 files: 2 tagged, 1 failed" in err, err
+    records = {record["path"]: record for record in tag_records.read_jsonl(str(output))}
+    assert records[killer]["error"] == maest_tag.WORKER_DIED and records[killer]["labels"] is None
+    for path in expected:
+        if path != killer:
+            assert records[path] == expected[path]
+    # --resume does not meet the killer again; --retry-errors meets it and fails the same clean way.
+    code, err = run([*args, "--resume"], capsys)
+    assert code == 1 and "3 of them were already in the output" in err
+    code, err = run([*args, "--resume", "--retry-errors"], capsys)
+    assert code == 1 and "1 failed" in err and "Traceback" not in err
+    assert tag_records.read_jsonl(str(output))[1]["error"] == maest_tag.WORKER_DIED
+
+
+def test_the_bar_moves_window_by_window(clips, model_dir, tmp_path, capsys, monkeypatch):
+    import tqdm
+
+    seen = []
+    original = tqdm.tqdm.update
+
+    def update(self, n=1):
+        result = original(self, n)
+        seen.append(self.n)
+        return result
+
+    monkeypatch.setattr(tqdm.tqdm, "update", update)
+    folder = tmp_path / "long"
+    folder.mkdir()
+    _write_wav(folder / "a.wav", 25.0)  # 3 windows of 10 s every 10 s (the last one aligned to the end)
+    _write_wav(folder / "b.wav", 2.0)  # 1 window
+    output = tmp_path / "tags.jsonl"
+    code, _ = run([folder, "--model", model_dir, "--output", output, "--num-workers", "0", "--batch-size", "2",
+                   "--windows-per-batch", "1"], capsys)  # fmt: skip
+    assert code == 0
+    # One model call, 4 windows in chunks of 1: the bar advanced by 2/4 file per window and ended at 2 files.
+    assert seen[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0]), seen
+    assert seen[-1] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Files that are not regular files, and names that look like ffmpeg protocols
+# ---------------------------------------------------------------------------------------------------------------------
+
+import audio_maest  # noqa: E402
+
+bounded_decoding = pytest.mark.skipif(
+    not hasattr(audio_maest, "MAX_DURATION_S"),
+    reason="needs the library's bounded decoding (audio_maest with regular-file checks, issue 13 point 1)",
+)
+
+
+@bounded_decoding
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_fifo_and_device_link_are_per_file_errors(clips, model_dir, tmp_path, workers):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(clips / "clip0.wav", folder / "good.wav")
+    os.mkfifo(folder / "x.wav")
+    os.symlink("/dev/urandom", folder / "noise.mp3")
+    output = tmp_path / "tags.jsonl"
+    command = [sys.executable, "-m", "maest_tools.tag", str(folder), "--model", str(model_dir), "--output",
+               str(output), "-q", "--num-workers", workers]  # fmt: skip
+    result = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "3 files: 1 tagged, 2 failed" in result.stderr, result.stderr
+    records = {os.path.basename(r["path"]): r for r in tag_records.read_jsonl(str(output))}
+    assert records["good.wav"]["error"] is None
+    assert records["x.wav"]["error"] and records["noise.mp3"]["error"]
+    # --resume does not hang on them either.
+    result = subprocess.run([*command, "--resume"], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "3 of them were already in the output" in result.stderr
+
+
+@bounded_decoding
+def test_protocol_looking_names_are_read_as_files(clips, model_dir, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    shutil.copy(clips / "clip0.wav", folder / "six.wav")
+    shutil.copy(clips / "clip1.wav", folder / "concat:six.wav")  # 3 s: must not be read as six.wav (2 s)
+    shutil.copy(clips / "clip2.wav", folder / "Intro: Part 1.wav")
+    shutil.copy(clips / "clip0.wav", folder / "http:example.wav")  # read as a file, never fetched
+    monkeypatch.chdir(folder)
+    output = tmp_path / "tags.jsonl"
+    code, err = run(["concat:six.wav", "Intro: Part 1.wav", "http:example.wav", "--model", model_dir, "--output",
+                     output, "-q", "--num-workers", "0"], capsys)  # fmt: skip
+    assert code == 0, err
+    records = {r["path"]: r for r in tag_records.read_jsonl(str(output))}
+    assert records["concat:six.wav"]["duration_s"] == pytest.approx(3.0)
+    assert records["Intro: Part 1.wav"]["duration_s"] == pytest.approx(4.0)
+    assert records["http:example.wav"]["duration_s"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_no_network_fails_at_once_with_the_right_message(clips, tmp_path):
+    # HF_HUB_OFFLINE is not set, the cache is empty and the Hub's endpoint refuses connections (a closed local port).
+    env = {key: value for key, value in SUBPROCESS_ENV.items() if key != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path))
+    command = [sys.executable, "-m", "maest_tools.tag", str(clips), "--output", str(tmp_path / "o.jsonl")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cannot be reached" in result.stderr, result.stderr
+    assert "HF_HUB_OFFLINE" not in result.stderr and "Traceback" not in result.stderr
+    assert "mtg-upf/discogs-maest-10s-fs-129e" in result.stderr and "--model /path/to" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the error and its hint: no retry messages
