@@ -26,6 +26,9 @@ probabilities). One record per input file is written:
   ``source_channels`` unless the file was decoded. A bad file never stops the run.
 * ``embedding_ref``: with ``--embeddings``, the ``.npy`` file holding the embedding, relative to the output's
   folder (see "Embeddings" below).
+* ``path_bytes_b64``: only for a file name that is not valid UTF-8: the name's exact bytes in base64, while
+  ``path`` shows it with U+FFFD for each undecodable byte (`maest_tools.records.portable_record`), so that every
+  format stays valid UTF-8 for strict readers.
 
 Output formats, chosen by the extension of ``--output``: ``.jsonl`` (one JSON object per line), ``.csv`` (one row
 per file; ``labels`` is a JSON string, empty cells are nulls) and ``.parquet`` (needs pyarrow; ``labels`` is a
@@ -54,8 +57,15 @@ must be in a folder every node sees). Without torchrun, ``--shard I/N`` takes th
 machines and ``--merge OUTPUT`` combines the shard journals afterwards. A block is one model batch whatever the
 split, so the records are bit-for-bit those of a one-process run on the same kind of machine and thread count.
 
-Exit status: 0 when every file was tagged, 1 when any file failed (the records say why), 2 for a usage or setup
-error (bad option, no audio files found, model not found, output already exists...), 130 when interrupted.
+Provenance and exclusion. ``OUTPUT.meta.json`` records the model (weights SHA-256), dtype, hop, embedding mode and
+block, label rule and tool version (`maest_tools.provenance`); ``--resume`` with other settings stops with the list
+of differences. ``OUTPUT.lock`` (an flock holding the PID, `maest_tools.lock`) keeps a second run off the output.
+Loading is strict: missing, unexpected or mismatched weights stop the run (`check_loading_info`).
+
+Exit status: 0 when every file was tagged, 1 when any file failed (the records say why) or --merge dropped lines,
+2 for a usage or setup error (bad option, no audio files found, model not found or not matching its config, output
+already exists, --resume with other settings, another run on the output, unwritable output, disk full...), 130 when
+interrupted.
 A summary line ``N files: X tagged, Y failed (Z s of audio, W s)`` goes to stderr.
 """
 
@@ -198,8 +208,6 @@ class AudioFileDataset:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         item_number = index
         index, path = self.items[index]
         worker = None
