@@ -212,7 +212,7 @@ def check_resume(output: str, settings: dict, has_records: bool) -> str | None:
     if differences:
         listed = "\n  ".join(differences)
         raise UsageError(
-            f"--resume: this run's settings differ from those that made {output} "
+            f"This run's settings differ from those that made {output} "
             f"(recorded in {meta_path(output)}):\n  {listed}\n"
             "Resuming would mix records made differently. Rerun with the earlier settings, start over with "
             "--overwrite, or choose another --output."

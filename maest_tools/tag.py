@@ -986,8 +986,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         _log(f"maest-tag: error: {error}")
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before any record was written (the run itself reports its own interruption)
-        _log("maest-tag: interrupted; nothing was written.")
+    except KeyboardInterrupt:  # outside the tagging loop, which reports its own interruption
+        if getattr(args, "writing", False):
+            _log("maest-tag: interrupted; the records written so far are kept: rerun with --resume to finish.")
+        else:
+            _log("maest-tag: interrupted; nothing was written.")
         return EXIT_INTERRUPTED
     except OSError as error:  # disk full, unwritable folder... (records already written stay in their journal)
         _log(f"maest-tag: error: {error_message(error)}. {_os_error_hint(error, args)}")
@@ -1135,6 +1138,7 @@ def _tag(args) -> int:
 
     dist.init()
     try:
+        args.writing = True  # from here on, an interruption may leave records (kept for --resume)
         _prepare_output(args, dist, journal_path)
         if dist.rank == 0:
             _record_provenance(args, config, output, manual_shard)
