@@ -282,8 +282,10 @@ class MaestConfig(PreTrainedConfig):
 
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
             known = ", ".join(sorted(name for name in ACT2FN if isinstance(name, str))[:12])
-            raise ValueError(f"MaestConfig.hidden_act {self.hidden_act!r} is not an activation transformers knows "
-                             f"(for example {known}); MAEST uses \"gelu\".")  # fmt: skip
+            raise ValueError(
+                f"MaestConfig.hidden_act {self.hidden_act!r} is not an activation transformers knows "
+                f"(for example {known}); MAEST uses \"gelu\"."
+            )
         frequency, time = num_patches(
             self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride
         )

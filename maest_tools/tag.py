@@ -944,8 +944,8 @@ def _report_dropped(dropped: list[str]) -> None:
     if len(dropped) > 10:
         _log(f"... and {len(dropped) - 10} more dropped lines")
     _log(
-        f"warning: {plural(len(dropped), 'journal line')} could not be merged (listed above), so the journals are kept. "
-        "Their files have no record in the output yet: fix or delete the malformed lines (a torn last line needs "
+        f"warning: {plural(len(dropped), 'journal line')} could not be merged (listed above), so the journals are "
+        "kept. Their files have no record in the output yet: fix or delete the malformed lines (a torn last line needs "
         "nothing), then rerun the tagging command with --resume to redo those files."
     )
 

@@ -94,7 +94,8 @@ def test_the_sidecar_records_the_settings(clips, model_dir, tmp_path, capsys):
     [
         (["--top-k", "2"], ["--top-k", "5"], "top_k: earlier 2, now 5"),
         (["--embeddings", "track"], ["--embeddings", "windows"], "embeddings: earlier 'track', now 'windows'"),
-        (["--embeddings", "track", "--block", "0"], ["--embeddings", "track", "--block", "1"], "block: earlier 0, now 1"),
+        (["--embeddings", "track", "--block", "0"], ["--embeddings", "track", "--block", "1"],
+         "block: earlier 0, now 1"),
         ([], ["--threshold", "0.5"], "threshold: earlier None, now 0.5"),
         ([], ["--dtype", "bfloat16"], "dtype: earlier 'float32', now 'bfloat16'"),
     ],
@@ -241,7 +242,8 @@ def _extra_key(weights):
     "name, edit_weights, edit_config, expected",
     [
         ("no-head", _without_head, None, ["missing weights", "classifier.dense.weight", "classifier.layernorm.bias"]),
-        ("wrong-shape", _wrong_shape, None, ["wrong shape", "classifier.dense.weight (checkpoint (3, 32), model (400, 32))"]),
+        ("wrong-shape", _wrong_shape, None,
+         ["wrong shape", "classifier.dense.weight (checkpoint (3, 32), model (400, 32))"]),
         ("extra", _extra_key, None, ["unexpected weights", "bogus.weight"]),
         ("str-size", None, lambda c: c.update(hidden_size="64"), ["hidden_size", "'64'"]),
         ("bad-act", None, lambda c: c.update(hidden_act="wiggle"), ["hidden_act 'wiggle'"]),
