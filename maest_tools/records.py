@@ -8,6 +8,10 @@ format follows its extension: ``.jsonl``, ``.csv`` (``labels`` as a JSON string,
 ``.parquet`` (needs pyarrow). Journals: ``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
 ``OUTPUT.shard-I-of-N.jsonl`` (shards). Embeddings: ``OUTPUT.embeddings/<h[:2]>/<h>.npy``, ``h`` the SHA-1 of the
 record's path.
+
+Records are made valid UTF-8 when they are created (`portable_record`: a file name that is not valid UTF-8 is shown
+with U+FFFD in ``path`` and kept exactly in ``path_bytes_b64``), matched by `record_key`, and checked field by
+field whenever they are read back (`record_problem`, `FIELD_CHECKS`).
 """
 
 from __future__ import annotations
