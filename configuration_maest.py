@@ -361,11 +361,25 @@ class MaestConfig(_ConfigBase):
             )
         if self.num_labels is not None:
             _check_num_labels(self.num_labels)
+        self._validate_scale()
+
+    def _validate_scale(self):
+        """An activation the model knows, and a parameter count a machine can hold, checked before any allocation
+        (a config with `max_length: 10**9` would otherwise try to allocate a 230 GB position table)."""
+        from transformers.activations import ACT2FN
+
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            known = ", ".join(sorted(name for name in ACT2FN if isinstance(name, str))[:12])
+            raise ValueError(
+                f"MaestConfig.hidden_act {self.hidden_act!r} is not an activation transformers knows "
+                f"(for example {known}); MAEST uses \"gelu\"."
+            )
         frequency_patches, time_patches = num_patches(
             self.max_length, self.num_mel_bins, self.patch_size, self.frequency_stride, self.time_stride
         )
         sizes = {
-            "the position table (hidden_size x patches of max_length)": self.hidden_size * (frequency_patches * time_patches + 2),
+            "the position table (hidden_size x patches of max_length)": self.hidden_size
+            * (frequency_patches * time_patches + 2),
             "the blocks (num_hidden_layers x hidden_size x (4 hidden_size + 2 intermediate_size))": self.num_hidden_layers
             * self.hidden_size
             * (4 * self.hidden_size + 2 * self.intermediate_size),

@@ -17,6 +17,18 @@ import numpy as np
 logger = logging.getLogger("maest.features")
 
 
+class UnusableAudio(ValueError):
+    """The file decoded, but the front end cannot use its audio (shorter than one patch, 0.224 s...).
+
+    ``info`` is `load_audio`'s description of the decoded audio (``duration_s``, ``source_sampling_rate``,
+    ``source_channels``), so a record can still say what the file holds.
+    """
+
+    def __init__(self, message: str, info: dict):
+        super().__init__(message)
+        self.info = info
+
+
 def decode_features(
     path: str | os.PathLike, feature_extractor, name_file: bool = True
 ) -> tuple[np.ndarray, dict]:
@@ -34,7 +46,8 @@ def decode_features(
         `source_channels`.
 
     Raises:
-        ValueError: the file cannot be decoded, or is shorter than the front end needs; the message names the file.
+        ValueError: the file cannot be decoded; the message names the file.
+        UnusableAudio: (a ValueError) it decoded but is shorter than the front end needs; ``info`` describes it.
         FileNotFoundError: no such file.
     """
     from feature_extraction_maest import load_audio
@@ -45,9 +58,8 @@ def decode_features(
             waveform, sampling_rate=feature_extractor.sampling_rate, return_tensors="np", return_attention_mask=False
         )["input_values"][0]
     except ValueError as error:
-        if not name_file:
-            raise
-        raise ValueError(f"{os.fspath(path)!r}: {error}") from None
+        message = str(error) if not name_file else f"{os.fspath(path)!r}: {error}"
+        raise UnusableAudio(message, info) from None
     return np.ascontiguousarray(features, dtype=np.float32), info
 
 

@@ -56,3 +56,48 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+TEMPORARY_MARK = ".tmp-"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (a process of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike, folders: tuple[str, ...] = ()) -> list[str]:
+    """Remove the temporary files `atomic_path` left beside ``path`` and inside ``folders`` (recursively) when the
+    process named in them (``NAME.tmp-PID[suffix]``) is no longer running: the litter of a crashed run.
+
+    Returns:
+        `list[str]`: the files removed.
+    """
+    import glob
+    import re
+
+    pattern = re.compile(r"\.tmp-(\d+)(\.[A-Za-z0-9]+)?$")
+    base = glob.escape(os.fspath(path))
+    candidates = glob.glob(base + TEMPORARY_MARK + "*") + glob.glob(base + ".*" + TEMPORARY_MARK + "*")
+    for folder in folders:
+        for root, _dirs, names in os.walk(folder):
+            candidates.extend(os.path.join(root, name) for name in names if TEMPORARY_MARK in name)
+    removed = []
+    for candidate in candidates:
+        found = pattern.search(candidate)
+        if found is None or pid_alive(int(found.group(1))) or not os.path.isfile(candidate):
+            continue
+        try:
+            os.remove(candidate)
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed

@@ -80,19 +80,16 @@ def model_identity(model_name: str, config=None) -> tuple[str, str | None]:
 
     ``model`` is the Hub repo id, or the folder's name for a local folder. ``revision`` is the Hub commit the
     weights were loaded from (``config._commit_hash``, known without extra work), or for a local folder
-    ``sha256:<16 hex>`` of its ``model.safetensors`` (read once per run: about 1 s for MAEST's 350 MB), else ``None``.
-
-    TODO(lead): the "tagger" work (issue 13) adds a provenance module with the model identity; switch this function
-    to it once both branches are merged, so that the record header and the file tags name the model the same way.
+    ``sha256:<16 hex>``: the start of the weights' SHA-256 that the record sidecar holds in full
+    (`maest_tools.provenance.weights_sha256`, computed once per run), else ``None``.
     """
-    from .files import sha256_file
+    from .provenance import weight_files, weights_sha256
 
     expanded = os.path.expanduser(model_name)
     if os.path.isdir(expanded):
         name = os.path.basename(os.path.normpath(os.path.abspath(expanded)))
-        weights = os.path.join(expanded, "model.safetensors")
-        revision = f"sha256:{sha256_file(weights)[:16]}" if os.path.isfile(weights) else None
-        return name, revision
+        digest = weights_sha256(weight_files(expanded))
+        return name, f"sha256:{digest[:16]}" if digest else None
     commit = getattr(config, "_commit_hash", None) if config is not None else None
     return model_name, commit if isinstance(commit, str) and commit else None
 

@@ -9,12 +9,18 @@ cells are nulls) or ``.parquet`` (needs pyarrow; those fields as lists of struct
 ``OUTPUT.partial.jsonl`` (one-process ``.csv`` / ``.parquet`` run) and
 ``OUTPUT.shard-I-of-N.jsonl`` (shards). Embeddings: ``OUTPUT.embeddings/<h[:2]>/<h>.npy``, ``h`` the SHA-1 of the
 record's path.
+
+Records are made valid UTF-8 when they are created (`portable_record`: a file name that is not valid UTF-8 is shown
+with U+FFFD in ``path`` and kept exactly in ``path_bytes_b64``), matched by `record_key`, and checked field by
+field whenever they are read back (`record_problem`, `FIELD_CHECKS`).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import glob
+import math
 import hashlib
 import json
 import os
@@ -28,9 +34,10 @@ from .files import atomic_path
 RECORD_FIELDS = ("path", "duration_s", "source_sampling_rate", "source_channels", "labels", "error")
 """Fields of every record, in output order; `OPTIONAL_FIELDS` follow when a record of the output has them."""
 
-OPTIONAL_FIELDS = ("genres", "timeline", "embedding_ref")
+OPTIONAL_FIELDS = ("genres", "timeline", "embedding_ref", "path_bytes_b64")
 """Fields of some runs, in output order: ``genres`` (--genres), ``timeline`` (--timeline), ``embedding_ref``
-(--embeddings); see `maest_tools.library`."""
+(--embeddings; see `maest_tools.library`) and ``path_bytes_b64`` (a file name that is not valid UTF-8; see
+`portable_record`)."""
 
 JSON_FIELDS = ("labels", "genres", "timeline")
 """Fields holding lists: a JSON string in CSV, a list of structs in Parquet."""
@@ -84,6 +91,95 @@ def embedding_ref(output: str, path: str) -> str:
     return f"{os.path.basename(output)}.embeddings/{digest[:2]}/{digest}.npy"
 
 
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def portable_record(record: dict) -> dict:
+    """``record`` made valid UTF-8 for every output format and strict reader, at record creation.
+
+    A file name that is not valid UTF-8 (its undecodable bytes appear in Python as surrogate escapes, PEP 383) is
+    stored twice: ``path`` for display, the name decoded with each undecodable byte replaced by U+FFFD, and
+    ``path_bytes_b64``, the base64 of the name's exact bytes (``os.fsencode(path)``), which identifies the file
+    (`record_key`). Other text fields (an error message quoting the name) get the U+FFFD replacement only.
+    """
+    path = record.get("path")
+    if isinstance(path, str) and not _is_text(path):
+        raw = path.encode("utf-8", "surrogateescape")
+        record["path"] = raw.decode("utf-8", "replace")
+        record["path_bytes_b64"] = base64.b64encode(raw).decode("ascii")
+    for name, value in record.items():
+        if name != "path" and isinstance(value, str) and not _is_text(value):
+            record[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return record
+
+
+def record_key(record: dict) -> str:
+    """The file a record is about, exactly: ``path``, or the name of ``path_bytes_b64`` (surrogate-escaped) when
+    the name is not valid UTF-8. Records are matched (--resume, merging) and sorted by it."""
+    encoded = record.get("path_bytes_b64")
+    if encoded:
+        return base64.b64decode(encoded).decode("utf-8", "surrogateescape")
+    return record["path"]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_labels(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("label"), str) and _is_number(entry.get("score"))
+        for entry in value
+    )
+
+
+def _is_b64(value) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+        return isinstance(value, str)
+    except (ValueError, TypeError):
+        return False
+
+
+FIELD_CHECKS = {
+    "path": (lambda value: isinstance(value, str) and value != "", "a non-empty string"),
+    "duration_s": (lambda value: value is None or (_is_number(value) and value >= 0), "null or seconds >= 0"),
+    "source_sampling_rate": (lambda value: value is None or _is_count(value), "null or an integer (Hz)"),
+    "source_channels": (lambda value: value is None or _is_count(value), "null or an integer"),
+    "labels": (lambda value: value is None or _is_labels(value), "null or a list of {label: str, score: number}"),
+    "error": (lambda value: value is None or isinstance(value, str), "null or a string"),
+    "embedding_ref": (lambda value: value is None or isinstance(value, str), "null or a string"),
+    "path_bytes_b64": (lambda value: value is None or _is_b64(value), "null or base64 text"),
+}
+"""The type of each record field, checked on every record read back (--resume, --merge): ``name: (check, what it
+must be)``. Fields not listed here (added by options) are kept as they are."""
+
+
+def record_problem(record) -> str | None:
+    """Why ``record`` is not a valid maest-tag record (None when it is): a missing field or a field of the wrong
+    type (`FIELD_CHECKS`), or a record that has neither labels nor an error."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    for name in RECORD_FIELDS:
+        if name not in record:
+            return f"no {name!r} field"
+    for name, (check, expected) in FIELD_CHECKS.items():
+        if name in record and not check(record[name]):
+            return f"{name!r} is {record[name]!r}, expected {expected}"
+    if record["error"] is None and record["labels"] is None:
+        return "neither 'labels' nor 'error'"
+    return None
+
+
 def _json_line(record: dict) -> str:
     line = json.dumps(record, ensure_ascii=False, allow_nan=False)
     try:
@@ -93,7 +189,7 @@ def _json_line(record: dict) -> str:
     return line + "\n"
 
 
-def _repair_jsonl_tail(path: str) -> None:
+def repair_jsonl_tail(path: str) -> None:
     """Make ``path`` end with a complete line: drop a torn last line left by a crash, add a missing newline."""
     with open(path, "rb+") as handle:
         handle.seek(0, os.SEEK_END)
@@ -115,8 +211,17 @@ def _repair_jsonl_tail(path: str) -> None:
             handle.truncate(start + cut + 1 if cut >= 0 else 0)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Records of a JSONL file or journal; a torn last line (an interrupted write) is ignored."""
+def read_jsonl(path: str, dropped: list[str] | None = None) -> list[dict]:
+    """Records of a JSONL file or journal, each checked (`record_problem`).
+
+    Args:
+        dropped: without it, a torn last line (an interrupted write, redone by --resume) is ignored and a malformed
+            line raises; with a list, both are left out and described in it (``"FILE, line N: why"``).
+
+    Raises:
+        UsageError: (without ``dropped``) a line that is not a valid record; the message names the file, the line
+            and the problem.
+    """
     records = []
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         lines = handle.read().split("\n")
@@ -125,14 +230,21 @@ def read_jsonl(path: str) -> list[dict]:
             continue
         try:
             record = json.loads(line)
+            problem = record_problem(record)
         except ValueError as error:
             if number == len(lines):  # no newline after it: the write was cut short
+                if dropped is not None:
+                    dropped.append(f"{path}, line {number}: a torn last line (an interrupted write)")
+                continue
+            problem = f"not JSON ({error})"
+        if problem is not None:
+            if dropped is not None:
+                dropped.append(f"{path}, line {number}: {problem}")
                 continue
             raise UsageError(
-                f"{path}, line {number}, is not a JSON record ({error}); fix or remove that line."
+                f"{path}, line {number}, is not a valid maest-tag record: {problem}. Fix or remove that line, or "
+                "start over with --overwrite."
             ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            raise UsageError(f"{path}, line {number}, is not a maest-tag record (no 'path'); fix or remove that line.")
         records.append(record)
     return records
 
@@ -165,6 +277,7 @@ def _parquet_schema(pa, columns: list[str]):
             pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("labels", pa.list_(label))])
         ),
         "embedding_ref": pa.string(),
+        "path_bytes_b64": pa.string(),
     }
     fields += [(name, optional[name]) for name in OPTIONAL_FIELDS if name in columns]
     return pa.schema(fields)
@@ -206,9 +319,25 @@ def read_records(path: str) -> list[dict]:
     if kind == "csv":
         with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             rows = list(csv.DictReader(handle))
-        return [{column: _from_csv_cell(column, text) for column, text in row.items()} for row in rows]
+        records = []
+        for number, row in enumerate(rows, start=2):
+            try:
+                record = {column: _from_csv_cell(column, text) for column, text in row.items()}
+            except ValueError as error:
+                raise UsageError(f"{path}, line {number}, is not a valid maest-tag row ({error}); fix or remove "
+                                 "it, or start over with --overwrite.") from None  # fmt: skip
+            problem = record_problem(record)
+            if problem is not None:
+                raise UsageError(f"{path}, line {number}, is not a valid maest-tag record: {problem}.")
+            records.append(record)
+        return records
     _pa, pq = require_pyarrow()
-    return pq.read_table(path).to_pylist()
+    records = [{name: value for name, value in record.items()} for record in pq.read_table(path).to_pylist()]
+    for number, record in enumerate(records):
+        problem = record_problem(record)
+        if problem is not None:
+            raise UsageError(f"{path}, row {number}, is not a valid maest-tag record: {problem}.")
+    return records
 
 
 def write_records(path: str, records: list[dict]) -> None:
@@ -239,7 +368,7 @@ class JsonlJournal:
     def __init__(self, path: str):
         self.path = path
         if os.path.exists(path):
-            _repair_jsonl_tail(path)
+            repair_jsonl_tail(path)
         self._handle = open(path, "a", encoding="utf-8", errors="surrogateescape")
         self._last_sync = time.monotonic()
 
@@ -266,38 +395,44 @@ def record_sources(output: str) -> list[str]:
     return sources
 
 
-def collect_records(output: str) -> dict[str, dict]:
-    """All records of ``output`` by path (a later record of a path replaces an earlier one, e.g. a retried file)."""
+def collect_records(output: str, dropped: list[str] | None = None) -> dict[str, dict]:
+    """All records of ``output`` by `record_key` (a later record of a file replaces an earlier one, e.g. a retried
+    file). ``dropped``: see `read_jsonl` (the output itself is always read strictly)."""
     records: dict[str, dict] = {}
     for source in record_sources(output):
-        for record in read_records(source) if source == output else read_jsonl(source):
-            records[record["path"]] = record
+        if os.path.isdir(source):
+            raise UsageError(f"{source!r} is a folder, where maest-tag keeps records of {output!r}; move it away.")
+        for record in read_records(source) if source == output else read_jsonl(source, dropped):
+            records[record_key(record)] = record
     return records
 
 
-def merge_output(output: str) -> list[dict]:
-    """Merge the output and every journal of it into ``output`` (sorted by path), then remove the journals.
+def merge_output(output: str, dropped: list[str] | None = None) -> list[dict]:
+    """Merge the output and every journal of it into ``output`` (sorted by file), then remove the journals.
+
+    Args:
+        dropped: a list to receive what could not be merged (torn or malformed journal lines, see `read_jsonl`);
+            when anything was dropped the journals are kept, so nothing is lost. Without it a malformed line raises.
 
     Returns:
         `list[dict]`: the records written.
     """
     journals = [source for source in record_sources(output) if source != output]
-    records = [record for _path, record in sorted(collect_records(output).items())]
+    found: list[str] = []
+    records = [record for _key, record in sorted(collect_records(output, found).items())]
     try:
         write_records(output, records)
     except UsageError:
         raise
-    except Exception as error:  # disk full, a file name Parquet cannot hold (not UTF-8)...
-        if isinstance(error, UnicodeEncodeError):
-            reason = "a file name is not valid UTF-8, which Parquet strings cannot hold (use .jsonl or .csv)"
-        else:
-            reason = error_message(error)
+    except Exception as error:  # disk full, unwritable folder...
         raise UsageError(
-            f"Could not write {output!r}: {reason}. Nothing is lost: the records are in "
+            f"Could not write {output!r}: {error_message(error)}. Nothing is lost: the records are in "
             f"{', '.join(journals) or output}; fix the problem, then run "
             f"`maest-tag --merge {output}`."
         ) from None
-    for journal in journals:
-        os.remove(journal)
+    if dropped is not None:
+        dropped.extend(found)
+    if not found:
+        for journal in journals:
+            os.remove(journal)
     return records
-

@@ -26,6 +26,9 @@ probabilities). One record per input file is written:
   ``source_channels`` unless the file was decoded. A bad file never stops the run.
 * ``embedding_ref``: with ``--embeddings``, the ``.npy`` file holding the embedding, relative to the output's
   folder (see "Embeddings" below).
+* ``path_bytes_b64``: only for a file name that is not valid UTF-8: the name's exact bytes in base64, while
+  ``path`` shows it with U+FFFD for each undecodable byte (`maest_tools.records.portable_record`), so that every
+  format stays valid UTF-8 for strict readers.
 
 Music library (`maest_tools.library`, docs/tagger.md): ``--timeline`` adds ``timeline`` (the windows in time order,
 ``{"start_s", "end_s", "labels"}``), ``--genres`` adds ``genres`` (``[{"genre", "score"}]``, best first),
@@ -59,8 +62,15 @@ must be in a folder every node sees). Without torchrun, ``--shard I/N`` takes th
 machines and ``--merge OUTPUT`` combines the shard journals afterwards. A block is one model batch whatever the
 split, so the records are bit-for-bit those of a one-process run on the same kind of machine and thread count.
 
-Exit status: 0 when every file was tagged, 1 when any file failed (the records say why), 2 for a usage or setup
-error (bad option, no audio files found, model not found, output already exists...), 130 when interrupted.
+Provenance and exclusion. ``OUTPUT.meta.json`` records the model (weights SHA-256), dtype, hop, embedding mode and
+block, label rule and tool version (`maest_tools.provenance`); ``--resume`` with other settings stops with the list
+of differences. ``OUTPUT.lock`` (an flock holding the PID, `maest_tools.lock`) keeps a second run off the output.
+Loading is strict: missing, unexpected or mismatched weights stop the run (`check_loading_info`).
+
+Exit status: 0 when every file was tagged, 1 when any file failed (the records say why) or --merge dropped lines,
+2 for a usage or setup error (bad option, no audio files found, model not found or not matching its config, output
+already exists, --resume with other settings, another run on the output, unwritable output, disk full...), 130 when
+interrupted.
 A summary line ``N files: X tagged, Y failed (Z s of audio, W s)`` goes to stderr.
 """
 
@@ -68,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
 import shutil
 import signal
@@ -91,9 +102,20 @@ from .cli import (
 from .cli import EXIT_FAILED as EXIT_FAILED_FILES
 from .devices import DTYPES, resolve_device, resolve_dtype
 from .discovery import AUDIO_EXTENSIONS, find_audio_files, parse_extensions
-from .features import decode_features, load_feature_extractor
+from .features import UnusableAudio, decode_features, load_feature_extractor
 from .files import save_npy
 from . import library
+from .files import remove_stale_temporaries
+from .lock import acquire_output_locks, release_all
+from .provenance import (
+    check_resume,
+    meta_path,
+    model_weight_files,
+    run_settings,
+    weight_files,
+    weights_sha256,
+    write_meta,
+)
 from .timeline import select_labels
 from .records import (
     RECORD_FIELDS,
@@ -103,8 +125,11 @@ from .records import (
     embeddings_folder,
     merge_output,
     output_format,
+    portable_record,
+    record_key,
     partial_journal_path,
     record_sources,
+    repair_jsonl_tail,
     require_pyarrow,
     shard_journal_path,
     shard_journals,
@@ -115,8 +140,17 @@ MAX_BATCH_FRAMES = 1 << 19
 """Most mel frames in one padded batch (``batch x longest track``, 2.3 hours of audio, 200 MB of float32 input).
 A batch is sent to the model early rather than grow past it; a longer track is analysed alone."""
 
+FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Write errors that stop the run (exit status 2, the records so far kept) instead of failing one file: disk full,
+quota, read-only or unwritable output folder."""
+
 DIST_TIMEOUT = datetime.timedelta(days=7)
 """How long a rank waits at a barrier for the slowest rank (the ranks only meet at the start and the end)."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 file"``, ``"2 files"``: a count and its noun, singular or plural."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _log(message: str) -> None:
@@ -169,19 +203,49 @@ class AudioFileDataset:
     for a file that cannot be used.
     """
 
-    def __init__(self, items: list[tuple[int, str]], feature_extractor):
+    def __init__(self, items: list[tuple[int, str]], feature_extractor, in_flight=None):
         self.items = items
         self.feature_extractor = feature_extractor
+        # Shared with the parent: slot 2w holds worker w's PID, slot 2w+1 the item it is decoding (-1: none), so
+        # that the file a dead worker was decoding can be named (see `DeathTolerantLoader`).
+        self.in_flight = in_flight
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
+        item_number = index
+        index, path = self.items[index]
+        worker = None
+        if self.in_flight is not None:
+            from torch.utils.data import get_worker_info
+
+            worker = get_worker_info()
+        if worker is not None:
+            self.in_flight[2 * worker.id] = os.getpid()
+            self.in_flight[2 * worker.id + 1] = item_number
+            if os.environ.get(KILL_DECODER_TEST_ENV) == os.path.basename(path):
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a decoder killed like the OOM killer does
+        try:
+            return self._decode(index, path)
+        finally:
+            if worker is not None:
+                self.in_flight[2 * worker.id + 1] = -1
+
+    def _decode(self, index: int, path: str) -> dict:
         import torch
 
-        index, path = self.items[index]
         try:
             features, info = decode_features(path, self.feature_extractor, name_file=False)
+        except UnusableAudio as error:  # decoded: its duration is known
+            return {
+                "index": index,
+                "path": path,
+                "error": error_message(error),
+                "duration_s": float(error.info["duration_s"]),
+                "source_sampling_rate": int(error.info["source_sampling_rate"]),
+                "source_channels": int(error.info["source_channels"]),
+            }
         except Exception as error:  # any failure of one file becomes its error record
             return {"index": index, "path": path, "error": error_message(error)}
         return {
@@ -199,6 +263,76 @@ def _identity(item):
     return item
 
 
+KILL_DECODER_TEST_ENV = "MAEST_TAG_TEST_KILL_DECODER"
+"""Test hook: a decoding worker (never the main process) kills itself with SIGKILL on the file of this base name."""
+
+WORKER_DIED = (
+    "the decoding process died while decoding this file (killed by the system: out of memory? or a crash in the "
+    "decoder); the run went on without it"
+)
+
+
+class DeathTolerantLoader:
+    """Decoded items of ``todo`` in order, from DataLoader worker processes that may die.
+
+    A worker killed while decoding (the OOM killer, a segfault) makes PyTorch's DataLoader raise "DataLoader
+    worker ... exited unexpectedly". Here that file becomes an error item (`WORKER_DIED`), named from the slot the
+    dead worker wrote before decoding it, and a new DataLoader goes on over the files not received yet. If the
+    dead worker cannot be matched to a file (no PID in the message), every file in flight gets the error: none is
+    ever decoded twice into a crash loop. With ``num_workers=0`` decoding runs in this process, which such a kill
+    ends (--resume then continues after the files already written).
+    """
+
+    def __init__(self, todo: list[tuple[int, str]], feature_extractor, num_workers: int):
+        self.todo = todo
+        self.feature_extractor = feature_extractor
+        self.num_workers = num_workers
+
+    def _loader(self, items, in_flight):
+        from torch.utils.data import DataLoader
+
+        dataset = AudioFileDataset(items, self.feature_extractor, in_flight)
+        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity,
+                          prefetch_factor=4 if self.num_workers else None)  # fmt: skip
+
+    def __iter__(self):
+        import multiprocessing
+        import re
+
+        remaining = list(self.todo)
+        in_flight = multiprocessing.get_context().Array("q", 2 * max(1, self.num_workers), lock=False)
+        while remaining:
+            for slot in range(len(in_flight)):
+                in_flight[slot] = -1
+            received = 0
+            iterator = iter(self._loader(remaining, in_flight if self.num_workers else None))
+            try:
+                for item in iterator:
+                    received += 1
+                    yield item
+                return
+            except RuntimeError as error:
+                shutdown = getattr(iterator, "_shutdown_workers", None)
+                if shutdown is not None:  # stop the surviving workers before new ones start
+                    shutdown()
+                found = re.search(r"DataLoader worker \(pid\(s\) ([\d, ]+)\) exited unexpectedly", str(error))
+                if found is None:
+                    raise
+                dead = {int(pid) for pid in found.group(1).split(",") if pid.strip()}
+                slots = [(in_flight[2 * w], in_flight[2 * w + 1]) for w in range(len(in_flight) // 2)]
+                culprits = {number for pid, number in slots if pid in dead and number >= 0}
+                if not culprits:
+                    culprits = {number for _pid, number in slots if number >= 0}
+                if not culprits:  # died between files: blame the next file, so that the run always moves on
+                    culprits = {received}
+                for number in sorted(culprits):
+                    position, path = remaining[number]
+                    yield {"index": position, "path": path, "error": WORKER_DIED}
+                # Items are yielded in order, so the first `received` are done; the culprits are recorded.
+                remaining = [entry for number, entry in enumerate(remaining)
+                             if number >= received and number not in culprits]  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------------------------------
@@ -213,64 +347,179 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick TCP connection to the Hub's endpoint (``HF_ENDPOINT``, default https://huggingface.co): whether a
+    download can work at all. Checked once, so that a machine without network fails in seconds, not after the Hub
+    client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_offline_mode() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:
+        return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cached(model_name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_name, "config.json"), str)
+    except Exception:  # not a valid repo id: from_pretrained will say so
+        return False
+
+
+def _short_keys(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+
+def check_loading_info(model_name: str, info: dict) -> None:
+    """Refuse a checkpoint whose weights do not match the model exactly (the tagger never runs random weights).
+
+    Raises:
+        UsageError: missing, unexpected or mismatched keys (each named), or loading errors.
+    """
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing weights (would be random): {_short_keys(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected weights (not in this model): {_short_keys(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        shown = []
+        for entry in sorted(info["mismatched_keys"], key=str):
+            if isinstance(entry, (tuple, list)) and len(entry) == 3:
+                key, checkpoint_shape, model_shape = entry
+                shown.append(f"{key} (checkpoint {tuple(checkpoint_shape)}, model {tuple(model_shape)})")
+            else:
+                shown.append(str(entry))
+        problems.append(f"weights of the wrong shape: {_short_keys(shown)}")
+    if info.get("error_msgs"):
+        problems.append(f"errors: {'; '.join(str(message) for message in info['error_msgs'][:3])}")
+    if problems:
+        raise UsageError(
+            f"--model {model_name!r}: the checkpoint does not match the model's config.json: "
+            + "; ".join(problems)
+            + ". The tagger only runs complete, matching weights: use the folder maest-convert or save_pretrained "
+            "wrote, unchanged."
+        )
+
+
 def load_model(model_name: str, allow_pickle: bool = False, quiet: bool = False):
-    """`MaestForAudioClassification.from_pretrained` with the errors a user can act on.
+    """`MaestForAudioClassification.from_pretrained`, strict, with the errors a user can act on.
 
     Args:
         model_name: a local folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id.
         allow_pickle: when the model has no ``model.safetensors``, also load a pickled ``pytorch_model.bin``
             (``use_safetensors=None``: safetensors first; transformers reads the pickle with
-            ``torch.load(weights_only=True)``).
+            ``torch.load(weights_only=True)``, which refuses anything but tensors).
         quiet: hide the Hub's download progress bars too (transformers' weight-loading bar is always hidden).
+
+    Raises:
+        UsageError: no such folder; no weights; a corrupt, truncated or malicious weight file; weights missing,
+            unexpected or of the wrong shape (`check_loading_info`); a bad config.json value; no network for a
+            repo id that is not in the cache.
     """
     from modeling_maest import MaestForAudioClassification
 
     expanded = os.path.expanduser(model_name)
     is_path = _looks_like_path(model_name)
     if is_path and not os.path.isdir(expanded):
+        reason = "a symlink loop" if os.path.islink(expanded) and not os.path.exists(expanded) else "no such folder"
         raise UsageError(
-            f"--model {model_name!r}: no such folder. Pass a folder holding config.json and model.safetensors (e.g. "
+            f"--model {model_name!r}: {reason}. Pass a folder holding config.json and model.safetensors (e.g. "
             f"one made by maest-convert) or a Hugging Face repo id such as {DEFAULT_MODEL!r}."
+        )
+    offline_hint = (
+        f"A repo id such as the default {DEFAULT_MODEL!r} is downloaded on first use (and cached), which needs network "
+        "access. Either run once with network access{unset}, or point --model at a local folder holding config.json "
+        "and model.safetensors, e.g. `--model /path/to/discogs-maest-10s-fs-129e` (a download of the repository, or "
+        "a folder made by maest-convert)."
+    )
+    offline = _hub_offline_mode()
+    if not is_path and not offline and not _cached(model_name) and not _hub_reachable():
+        raise UsageError(
+            f"Could not load the model {model_name!r}: it is not in the Hugging Face cache and the Hub cannot be "
+            "reached (no network connection?).\n" + offline_hint.format(unset="")
+        )
+    if is_path and not weight_files(expanded):
+        raise UsageError(
+            f"--model {model_name!r}: the folder has no weights (no model.safetensors"
+            + (" or pytorch_model.bin" if allow_pickle else "")
+            + "). A model folder holds config.json and model.safetensors, as written by save_pretrained or "
+            "maest-convert."
+        )
+    if is_path and not allow_pickle and not weight_files(expanded)[0].endswith(".safetensors"):
+        raise UsageError(
+            f"--model {model_name!r} has no model.safetensors, only pickled weights (pytorch_model.bin). Convert "
+            "them once (maest-convert, or load and save_pretrained with safetensors), or "
+            "pass --allow-pickle if you trust the file."
         )
     from transformers.utils import logging as transformers_logging
 
-    # Our own bar is the one to watch: hide transformers' weight-loading bar (keep the Hub's download bars).
+    # Our own bar is the one to watch: hide transformers' weight-loading bar (keep the Hub's download bars), and
+    # its load report (a mismatch is refused below, with the keys named).
     bars_were_enabled = transformers_logging.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
     transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     if not quiet and bars_were_enabled:
         import huggingface_hub.utils
 
         huggingface_hub.utils.enable_progress_bars()
     try:
-        model = MaestForAudioClassification.from_pretrained(
-            expanded if is_path else model_name, use_safetensors=None if allow_pickle else True
+        model, info = MaestForAudioClassification.from_pretrained(
+            expanded if is_path else model_name,
+            use_safetensors=None if allow_pickle else True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # so that the mismatched keys are listed (and refused) below
         )
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # corrupt file, bad config value, network...: one message, never a traceback
+        text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        first_line = (text[:500] + "...") if len(text) > 500 else (text or type(error).__name__)
         if "use_safetensors=False" in str(error):
             raise UsageError(
                 f"--model {model_name!r} has no model.safetensors, only pickled weights (pytorch_model.bin). Convert "
                 "them once (maest-convert, or load and save_pretrained with safetensors), or "
                 "pass --allow-pickle if you trust the file."
             ) from None
+        if "weights_only" in str(error) or type(error).__name__ == "UnpicklingError":
+            raise UsageError(
+                f"--model {model_name!r}: the pickled weights (pytorch_model.bin) hold more than tensors, so "
+                "torch.load(weights_only=True) refused them: the file may run code when loaded. Do not use it; get "
+                "model.safetensors from a source you trust."
+            ) from None
         if is_path:
             raise UsageError(
-                f"--model {model_name!r}: the folder is not a loadable MAEST model ({first_line}). It needs "
-                "config.json and model.safetensors, as written by save_pretrained or "
-                "maest-convert."
+                f"--model {model_name!r}: the folder is not a loadable MAEST model ({type(error).__name__}: "
+                f"{first_line}). It needs a valid config.json and complete model.safetensors, as written by "
+                "save_pretrained or maest-convert."
             ) from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         reason = "HF_HUB_OFFLINE is set" if offline else "no network connection, or the repo id does not exist"
         raise UsageError(
             f"Could not load the model {model_name!r} from the Hugging Face Hub ({reason}): {first_line}\n"
-            f"A repo id such as the default {DEFAULT_MODEL!r} is downloaded on first use (and cached), which needs "
-            "network access. Either run once with network access (unset HF_HUB_OFFLINE), or point --model at a local "
-            "folder holding config.json and model.safetensors, e.g. `--model /path/to/discogs-maest-10s-fs-129e` "
-            "(a download of the repository, or a folder made by maest-convert)."
+            + offline_hint.format(unset=" (unset HF_HUB_OFFLINE)" if offline else "")
         ) from None
     finally:
+        transformers_logging.set_verbosity(verbosity)
         if bars_were_enabled:
             transformers_logging.enable_progress_bar()
+    check_loading_info(model_name, info)
     return model.eval()
 
 
@@ -370,22 +619,69 @@ class Tagger:
         self.started = time.monotonic()
         id2label = {int(key): value for key, value in model.config.id2label.items()}
         self.label_names = [id2label[index] for index in range(len(id2label))]
+        self._batch = None
+        self._advanced = 0.0
+        if progress is not None:
+            self._watch_windows()
 
     # -- records ------------------------------------------------------------------------------------------------------
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: dict, advance: bool = True) -> None:
+        """Journal ``record``; ``advance``: move the bar by one file (the model's files moved it window by window)."""
         if self.args.embeddings != "none":
             record.setdefault("embedding_ref", None)
-        self.journal.append(record)
+        self.journal.append(portable_record(record))
         self.stats.records += 1
         if record.get("duration_s") is not None and record["error"] is None:
             self.stats.audio_s += record["duration_s"]
         if self.progress is not None:
             elapsed = max(time.monotonic() - self.started, 1e-9)
             self.progress.set_postfix_str(f"audio {self.stats.audio_s / elapsed:.1f} s/s", refresh=False)
-            self.progress.update(1)
+            if advance:
+                self.progress.update(1)
 
-    def emit_error(self, item: dict, message: str) -> None:
+    # -- progress within a model call ---------------------------------------------------------------------------------
+
+    def _watch_windows(self) -> None:
+        """Move the bar as the model works through the windows of a batch: a forward hook on the patch embedding
+        (run once per chunk of windows) advances it by ``windows in the chunk / windows in the batch x files in the
+        batch``, so a long track or a big batch moves the bar window by window instead of jumping at its end."""
+        from modeling_maest import MaestPatchEmbeddings
+
+        self._batch = None  # (files, windows) of the batch in the model
+        self._advanced = 0.0
+
+        def on_chunk(_module, inputs, _output):
+            if self._batch is None or self.progress is None:
+                return
+            files, windows = self._batch
+            step = min(inputs[0].shape[0] / windows * files, files - self._advanced)
+            if step > 0:
+                self._advanced += step
+                self.progress.update(step)
+
+        for module in self.model.modules():
+            if isinstance(module, MaestPatchEmbeddings):
+                module.register_forward_hook(on_chunk)
+                break
+
+    def _batch_started(self, lengths: list[int]) -> None:
+        from modeling_maest import window_starts
+
+        config = self.model.config
+        windows = sum(len(window_starts(length, config.max_length, config.window_hop)) for length in lengths)
+        self._batch = (len(lengths), max(1, windows))
+        self._advanced = 0.0
+
+    def _batch_ended(self, succeeded: bool) -> None:
+        """Make the batch count exactly its files (success), or take its partial advance back (a failure: its files
+        are retried one by one, and count then)."""
+        if self.progress is not None and self._batch is not None:
+            self.progress.update((self._batch[0] - self._advanced) if succeeded else -self._advanced)
+        self._batch = None
+        self._advanced = 0.0
+
+    def emit_error(self, item: dict, message: str, advance: bool = True) -> None:
         record = {"path": item["path"]}
         for name in RECORD_FIELDS[1:]:
             record[name] = None
@@ -396,7 +692,7 @@ class Tagger:
                 source_sampling_rate=item["source_sampling_rate"],
                 source_channels=item["source_channels"],
             )
-        self._emit(record)
+        self._emit(record, advance)
 
     # -- model --------------------------------------------------------------------------------------------------------
 
@@ -411,6 +707,7 @@ class Tagger:
         attention_mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]).to(torch.int32)
         input_values = input_values.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
+        self._batch_started(lengths)
         with torch.inference_mode():
             # One pass gives the scores and, with --embeddings, the embedding after block --block.
             block = self.args.block if self.args.embeddings != "none" else None
@@ -447,6 +744,7 @@ class Tagger:
         try:
             scores, embeddings, track_windows = self._forward(items)
         except Exception as error:  # e.g. out of memory on a huge track
+            self._batch_ended(succeeded=False)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(items) > 1:
@@ -455,10 +753,11 @@ class Tagger:
                 return
             self.emit_error(items[0], f"the model failed on this track: {error_message(error)}")
             return
+        self._batch_ended(succeeded=True)
         for row, item in enumerate(items):
             if not bool(torch.isfinite(scores[row]).all()):
                 hint = " (float16 overflow? use --dtype bfloat16 or float32)" if self.args.dtype == "float16" else ""
-                self.emit_error(item, f"the model produced non-finite scores{hint}")
+                self.emit_error(item, f"the model produced non-finite scores{hint}", advance=False)
                 continue
             record = {
                 "path": item["path"],
@@ -475,13 +774,15 @@ class Tagger:
                 try:
                     record["embedding_ref"] = self._save_embedding(item["path"], embeddings[row])
                 except OSError as error:
-                    self.emit_error(item, f"could not write its embedding: {error_message(error)}")
+                    if error.errno in FATAL_WRITE_ERRNOS:  # every later file would fail the same way: stop
+                        raise
+                    self.emit_error(item, f"could not write its embedding: {error_message(error)}", advance=False)
                     continue
-            self._emit(record)
+            self._emit(record, advance=False)
             if self.library is not None:
                 # Tags and pictures only once the record is safe in the journal; a failure is journaled as a later
                 # record of the same path (it replaces the first at the merge) and the run goes on.
-                problem = self.library.after_record(record, windows_row, scores[row].float().numpy())
+                problem = self.library.after_record({**record, "path": item["path"]}, windows_row, scores[row].float().numpy())
                 if problem is not None:
                     self.journal.append({**record, "error": problem})
 
@@ -607,11 +908,11 @@ def _summary(
         else:
             failed += 1
             failures.append((path, record["error"]))
-    line = f"{len(inputs)} files: {tagged} tagged, {failed} failed ({audio_s:.1f} s of audio, {wall_s:.1f} s)"
+    line = f"{plural(len(inputs), 'file')}: {tagged} tagged, {failed} failed ({audio_s:.1f} s of audio, {wall_s:.1f} s)"
     if skipped:
-        line += f"; {skipped} of them were already in the output"
+        line += f"; {skipped} of them {'was' if skipped == 1 else 'were'} already in the output"
     if missing:
-        line += f"; {missing} have no record yet"
+        line += f"; {missing} {'has' if missing == 1 else 'have'} no record yet"
     return line, (EXIT_FAILED_FILES if failed or missing else EXIT_OK), failures
 
 
@@ -619,12 +920,20 @@ def _report(line: str, failures: list) -> None:
     for path, error in failures[:10]:
         _log(f"failed: {path}: {error}")
     if len(failures) > 10:
-        _log(f"... and {len(failures) - 10} more failed files (see the 'error' field of their records)")
+        _log(f"... and {plural(len(failures) - 10, 'more failed file')} (see the 'error' field of their records)")
     _log(line)
 
 
 def _run_merge(output: str) -> int:
     output_format(output)
+    locks = acquire_output_locks(output)
+    try:
+        return _merge_locked(output)
+    finally:
+        release_all(locks)
+
+
+def _merge_locked(output: str) -> int:
     journals = shard_journals(output)
     if not journals and not os.path.exists(partial_journal_path(output)):
         if not os.path.exists(output):
@@ -641,11 +950,28 @@ def _run_merge(output: str) -> int:
                 "their files are not in the output yet; copy those journals here and run --merge again."
             )
             status = EXIT_FAILED_FILES
-    records = merge_output(output)
-    failures = [(record["path"], record["error"]) for record in records if record.get("error") is not None]
-    line = f"{len(records)} files: {len(records) - len(failures)} tagged, {len(failures)} failed (merged into {output})"
+    dropped: list[str] = []
+    records = merge_output(output, dropped)
+    failures = [(record_key(record), record["error"]) for record in records if record.get("error") is not None]
+    line = (f"{plural(len(records), 'file')}: {len(records) - len(failures)} tagged, {len(failures)} failed "
+            f"(merged into {output})")  # fmt: skip
     _report(line, failures)
+    if dropped:
+        _report_dropped(dropped)
+        status = EXIT_FAILED_FILES
     return max(status, EXIT_FAILED_FILES if failures else EXIT_OK)
+
+
+def _report_dropped(dropped: list[str]) -> None:
+    for line in dropped[:10]:
+        _log(f"dropped: {line}")
+    if len(dropped) > 10:
+        _log(f"... and {len(dropped) - 10} more dropped lines")
+    _log(
+        f"warning: {plural(len(dropped), 'journal line')} could not be merged (listed above), so the journals are "
+        "kept. Their files have no record in the output yet: fix or delete the malformed lines (a torn last line needs "
+        "nothing), then rerun the tagging command with --resume to redo those files."
+    )
 
 
 def _check_arguments(args) -> None:
@@ -668,6 +994,9 @@ def _check_arguments(args) -> None:
         raise UsageError("--retry-errors only makes sense with --resume.")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one of them.")
+    for path in (args.output, args.merge):
+        if path is not None and os.path.isdir(path):
+            raise UsageError(f"--output {path!r} is a folder; the output is a file (.jsonl, .csv or .parquet).")
     library.check_tagging_arguments(args)
 
 
@@ -675,6 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.held_locks = []
     try:
         _check_arguments(args)
         if library.runs_without_model(args):
@@ -685,6 +1015,32 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         _log(f"maest-tag: error: {error}")
         return EXIT_USAGE
+    except KeyboardInterrupt:  # outside the tagging loop, which reports its own interruption
+        if getattr(args, "writing", False):
+            _log("maest-tag: interrupted; the records written so far are kept: rerun with --resume to finish.")
+        else:
+            _log("maest-tag: interrupted; nothing was written.")
+        return EXIT_INTERRUPTED
+    except OSError as error:  # disk full, unwritable folder... (records already written stay in their journal)
+        _log(f"maest-tag: error: {error_message(error)}. {_os_error_hint(error, args)}")
+        return EXIT_USAGE
+    finally:
+        release_all(args.held_locks)
+
+
+def _os_error_hint(error: OSError, args) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "The disk is full"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = "The output's folder is not writable"
+    else:
+        what = "Writing the output failed"
+    return (
+        f"{what}: the records written so far are kept in the output's journal; fix the problem, then rerun the same "
+        "command with --resume."
+        if getattr(args, "output", None)
+        else f"{what}."
+    )
 
 
 def _prepare_output(args, dist: Distributed, journal: str) -> None:
@@ -711,11 +1067,32 @@ def _prepare_output(args, dist: Distributed, journal: str) -> None:
     if args.shard is not None and args.shard[1] > 1:
         os.remove(journal)
     elif dist.rank == 0:
+        if os.path.exists(meta_path(output)):
+            os.remove(meta_path(output))
         for path in existing:
             if path.endswith(os.sep):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.remove(path)
+
+
+def _record_provenance(args, config, output: str, manual_shard: bool) -> None:
+    """Check (--resume, or a manual shard joining an output) and write ``OUTPUT.meta.json``; remove the temporary
+    files of crashed runs (the locks are held: no live run of this output can own them)."""
+    is_path = _looks_like_path(args.model)
+    weights = weights_sha256(model_weight_files(args.model, is_path, getattr(config, "_commit_hash", None)))
+    settings = run_settings(args, config, args.model, is_path, weights)
+    has_records = bool(record_sources(output))
+    if args.resume or (manual_shard and not args.overwrite):
+        warning = check_resume(output, settings, has_records and args.resume)
+        if warning:
+            _log(warning)
+    write_meta(output, settings)
+    if not manual_shard:  # other machines' shards may be writing embeddings right now
+        folder = embeddings_folder(output)
+        removed = remove_stale_temporaries(output, (folder,) if os.path.isdir(folder) else ())
+        if removed:
+            _log(f"Removed {plural(len(removed), 'temporary file')} left by an interrupted run.")
 
 
 def _tag(args) -> int:
@@ -755,7 +1132,16 @@ def _tag(args) -> int:
         else (output if output_format(output) == "jsonl" else partial_journal_path(output))
     )
     parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--output {output!r}: cannot create its folder ({error_message(error)}).") from None
+    for path in (journal_path, meta_path(output)):
+        if os.path.isdir(path):
+            raise UsageError(f"{path!r} is a folder, where maest-tag keeps a file of {output!r}; move it away.")
+    # One run at a time per output (rank 0 holds the locks for its torchrun job; released by `main`).
+    if dist.rank == 0:
+        args.held_locks = acquire_output_locks(output, args.shard if manual_shard else None)
 
     # Model and options (validated on every rank before anything is written).
     model = load_model(args.model, allow_pickle=args.allow_pickle, quiet=args.quiet)
@@ -783,10 +1169,12 @@ def _tag(args) -> int:
 
     dist.init()
     try:
+        args.writing = True  # from here on, an interruption may leave records (kept for --resume)
         _prepare_output(args, dist, journal_path)
         if dist.rank == 0:
             features.prepare(inputs)
-        dist.barrier()  # rank 0 has cleared the old results (--overwrite)
+            _record_provenance(args, config, output, manual_shard)
+        dist.barrier()  # rank 0 has cleared the old results (--overwrite) and checked the settings (--resume)
         done = collect_records(output) if args.resume else {}
         dist.barrier()  # every rank has read what was done before any rank writes
 
@@ -808,26 +1196,17 @@ def _tag(args) -> int:
 
             description = f"rank {dist.rank} of {dist.world_size}" if dist.active else "tagging"
             progress = tqdm(
-                total=len(todo), unit="file", desc=description, file=sys.stderr, mininterval=0.5, dynamic_ncols=True
+                total=len(todo), unit="file", desc=description, file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+                # Fractional counts: the bar moves window by window inside a model call (see Tagger._watch_windows).
+                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} files [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
             )
 
         journal = JsonlJournal(journal_path)
         tagger = Tagger(model, feature_extractor, args, device, output, journal, progress, features)
         try:
             if todo:
-                from torch.utils.data import DataLoader
-
                 workers = args.num_workers if args.num_workers is not None else _default_num_workers(dist)
-                dataset = AudioFileDataset(todo, feature_extractor)
-                loader = DataLoader(
-                    dataset,
-                    batch_size=None,
-                    shuffle=False,
-                    num_workers=workers,
-                    collate_fn=_identity,
-                    prefetch_factor=4 if workers else None,
-                )
-                tagger.run(loader)
+                tagger.run(DeathTolerantLoader(todo, feature_extractor, workers))
         except KeyboardInterrupt:
             journal.close()
             if progress is not None:
@@ -875,13 +1254,21 @@ def _tag(args) -> int:
                     f"error: rank 0 cannot see the shard files {absent[:3]}: OUTPUT must be in a folder shared by "
                     "every node. Copy those files next to the output and run --merge."
                 )
-        records = {record["path"]: record for record in merge_output(output)}
+        # This run redid every file without a record, so a torn last line of a journal (a crash of an earlier run)
+        # is no loss any more: cut it, so that the journals are merged and removed.
+        for source in record_sources(output):
+            if source != output:
+                repair_jsonl_tail(source)
+        dropped: list[str] = []
+        records = {record_key(record): record for record in merge_output(output, dropped)}
+        if dropped:
+            _report_dropped(dropped)
         dist.barrier()  # the other ranks end only after the merge (see above)
         audio_s = _audio_seconds(records, set(processed))
         line, status, failures = _summary(inputs, records, skipped_all, audio_s, time.monotonic() - started)
         _report(line, failures)
-        _log(f"Wrote {len(records)} records to {output}")
-        return status
+        _log(f"Wrote {plural(len(records), 'record')} to {output}")
+        return max(status, EXIT_FAILED_FILES) if dropped else status
     finally:
         dist.close()
 
