@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _results import markdown_table, write_results  # noqa: E402  (benchmarks/, the script's folder)
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,20 +99,16 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "mutagen": mutagen.version_string, "loadavg": os.getloadavg()},
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    base = args.output_dir / f"filetags-{args.label}"
-    base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    rows = [(name, f"{row['median_s']:.2f}", f"{row['ms_per_file']:.1f}", f"{row['files_per_s']:.1f}")
+            for name, row in summary.items()]  # fmt: skip
     lines = [
         f"# Writing MAEST tags into files ({args.label})", "",
         f"{args.files} files of {args.seconds:g} s ({', '.join(formats)} in turn; "
         f"mean {record['mean_file_bytes'] / 1e6:.2f} MB), median of {args.repeats} passes, no model. "
         f"Load average at the end: {record['machine']['loadavg'][0]:.2f}.", "",
-        "| pass | total (s) | ms per file | files per s |", "|---|---|---|---|",
+        *markdown_table(("pass", "total (s)", "ms per file", "files per s"), rows),
     ]
-    for name, row in summary.items():
-        lines.append(f"| {name} | {row['median_s']:.2f} | {row['ms_per_file']:.1f} | {row['files_per_s']:.1f} |")
-    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.output_dir / f"filetags-{args.label}", record, lines)
     return 0
 
 

@@ -37,6 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from _results import markdown_table, write_results  # noqa: E402  (benchmarks/, the script's folder)
+
+
 FORMATS = ["mp3", "flac", "ogg", "opus", "m4a"]
 
 
@@ -114,9 +118,15 @@ def main(argv=None) -> int:
         "seconds_in_command": {name: round(value[1], 2) for name, value in steps.items()},
         "ms_per_file": {name: round(1000 * value[0] / args.files, 1) for name, value in steps.items()},
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.output_dir / f"library-{args.label}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    commands = {
+        "tag": "`maest-tag DIR -o tags.jsonl` (model)",
+        "tag+library": "`... --write-tags --timeline --genres` (model)",
+        "tag+plots": "`... --plots PLOTS` (model)",
+        "remove": "`maest-tag DIR --remove-tags` (no model)",
+        "write-from": "`maest-tag --write-tags-from tags.jsonl` (no model)",
+    }
+    rows = [(name, commands[name], f"{value[0]:.2f}", f"{value[1]:.2f}", f"{1000 * value[0] / args.files:.1f}")
+            for name, value in steps.items()]  # fmt: skip
     lines = [
         f"# Tagging a music library ({args.label})",
         "",
@@ -126,20 +136,9 @@ def main(argv=None) -> int:
         "start-up and model loading included; \"inside the command\" is the time its summary line reports (the files' "
         "work, without start-up and loading).",
         "",
-        "| step | command | process (s) | inside the command (s) | ms per file (process) |",
-        "|---|---|---|---|---|",
+        *markdown_table(("step", "command", "process (s)", "inside the command (s)", "ms per file (process)"), rows),
     ]
-    commands = {
-        "tag": "`maest-tag DIR -o tags.jsonl` (model)",
-        "tag+library": "`... --write-tags --timeline --genres` (model)",
-        "tag+plots": "`... --plots PLOTS` (model)",
-        "remove": "`maest-tag DIR --remove-tags` (no model)",
-        "write-from": "`maest-tag --write-tags-from tags.jsonl` (no model)",
-    }
-    for name, value in steps.items():
-        lines.append(f"| {name} | {commands[name]} | {value[0]:.2f} | {value[1]:.2f} | {1000 * value[0] / args.files:.1f} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.output_dir / f"library-{args.label}", result, lines)
     return 0
 
 

@@ -87,6 +87,34 @@ def add_block_argument(parser: argparse.ArgumentParser, what: str = "the embeddi
     )
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """`--model` and `--allow-pickle`, as maest-tag and maest-plot take them; `when` prefixes the help of each
+    (for example "for an audio file: ", where the tool can also run without a model)."""
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"{when}local model folder or Hugging Face repo id (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help=f"{when}when the model has no model.safetensors, load its pickled pytorch_model.bin (with "
+        "torch.load(weights_only=True)); default: model.safetensors only",
+    )
+
+
+def add_hop_argument(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """`--hop`, the hop between analysis windows in mel frames (None: the model's `window_hop`)."""
+    parser.add_argument(
+        "--hop",
+        type=positive_int,
+        default=None,
+        metavar="FRAMES",
+        help=f"{when}hop between analysis windows in mel frames (62.5 per second), 1..max_length (default: the "
+        "model's window_hop, 625 for the 10 s models)",
+    )
+
+
 def resolve_block(block: int | None, num_hidden_layers: int) -> int:
     """The 0-based block for `--block` (`None`: the middle block, `num_hidden_layers // 2`).
 

@@ -100,38 +100,38 @@ def model_identity(model_name: str, config=None) -> tuple[str, str | None]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The library options of maest-tag (see docs/tagger.md)."""
+    """The library options of maest-tag (see docs/tagger.md), in --help order.
+
+    A declarative table (flag, then its argparse keywords) rather than one call per option: the options differ only
+    in their values.
+    """
     from .filetags import GENRE_FIELD_MODES
 
+    switch = {"action": "store_true"}
+    options = (
+        ("--timeline", switch, "add 'timeline' to each record: the analysis windows in time order, each {start_s, "
+         "end_s, labels} (seconds; labels by the same --top-k / --threshold rule); from the same model pass"),
+        ("--genres", switch, "add 'genres' to each record: every Discogs genre with its score, best first; a genre's "
+         "score is the highest score among its styles"),
+        ("--write-tags", switch, "write the top styles, genres, scores and the model into each audio file as "
+         "namespaced MAEST_* tags (after its record is journaled; scheme: docs/file-tags.md)"),
+        ("--genre-field", {"choices": GENRE_FIELD_MODES, "default": "leave"}, "with --write-tags / "
+         "--write-tags-from: the standard genre field (TCON / GENRE / ©gen) is left alone (default), or the top "
+         "style names are added to it, or replace it (the old value is kept for --remove-tags)"),
+        ("--touch", switch, "files whose tags change get the current modification time (default: the old one is "
+         "kept)"),
+        ("--dry-run", switch, "print what --write-tags / --write-tags-from / --remove-tags would change in each audio "
+         "file and change no audio file (a tagging run still writes its records and --plots)"),
+        ("--remove-tags", switch, "remove every MAEST_* tag from the files or folders given (and restore a genre that "
+         "--genre-field replaced); no model is loaded, no --output"),
+        ("--write-tags-from", {"metavar": "RECORDS"}, "write the tags from a finished maest-tag output (.jsonl, .csv "
+         "or .parquet) without running the model; --model names the model that made it (written into the tags)"),
+        ("--plots", {"metavar": "DIR"}, "draw one PNG per track into DIR (maest-plot's picture: top styles over time, "
+         "track scores); named <file name>-<10 hex of the path's SHA-1>.png"),
+    )  # fmt: skip
     group = parser.add_argument_group("music library (docs/library.md)")
-    add = group.add_argument
-    add("--timeline", action="store_true",
-        help="add 'timeline' to each record: the analysis windows in time order, each {start_s, end_s, labels} "
-        "(seconds; labels by the same --top-k / --threshold rule); from the same model pass")  # fmt: skip
-    add("--genres", action="store_true",
-        help="add 'genres' to each record: every Discogs genre with its score, best first; a genre's score is the "
-        "highest score among its styles")  # fmt: skip
-    add("--write-tags", action="store_true",
-        help="write the top styles, genres, scores and the model into each audio file as namespaced MAEST_* tags "
-        "(after its record is journaled; scheme: docs/file-tags.md)")  # fmt: skip
-    add("--genre-field", choices=GENRE_FIELD_MODES, default="leave",
-        help="with --write-tags / --write-tags-from: the standard genre field (TCON / GENRE / ©gen) is left alone "
-        "(default), or the top style names are added to it, or replace it (the old value is kept for "
-        "--remove-tags)")  # fmt: skip
-    add("--touch", action="store_true",
-        help="files whose tags change get the current modification time (default: the old one is kept)")
-    add("--dry-run", action="store_true",
-        help="print what --write-tags / --write-tags-from / --remove-tags would change in each audio file and change "
-        "no audio file (a tagging run still writes its records and --plots)")  # fmt: skip
-    add("--remove-tags", action="store_true",
-        help="remove every MAEST_* tag from the files or folders given (and restore a genre that --genre-field "
-        "replaced); no model is loaded, no --output")  # fmt: skip
-    add("--write-tags-from", metavar="RECORDS",
-        help="write the tags from a finished maest-tag output (.jsonl, .csv or .parquet) without running the model; "
-        "--model names the model that made it (written into the tags)")  # fmt: skip
-    add("--plots", metavar="DIR",
-        help="draw one PNG per track into DIR (maest-plot's picture: top styles over time, track scores); named "
-        "<file name>-<10 hex of the path's SHA-1>.png")  # fmt: skip
+    for flag, keywords, help_text in options:
+        group.add_argument(flag, help=help_text, **keywords)
 
 
 def runs_without_model(args) -> bool:

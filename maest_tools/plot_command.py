@@ -24,7 +24,16 @@ import sys
 
 import numpy as np
 
-from .cli import DEFAULT_MODEL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, error_message, positive_int
+from .cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_hop_argument,
+    add_model_arguments,
+    error_message,
+    positive_int,
+)
 from .library import PLOT_TOP_K, tool_version
 from .records import OUTPUT_FORMATS
 
@@ -41,12 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("source", metavar="TRACK_OR_RECORD", help="an audio file, or a maest-tag --timeline output file")
     add("--output", "-o", required=True, metavar="PNG", help="the picture to write (PNG; replaced if it exists)")
-    add("--model", default=DEFAULT_MODEL,
-        help=f"for an audio file: local model folder or Hugging Face repo id, as in maest-tag (default: {DEFAULT_MODEL})")  # fmt: skip
-    add("--allow-pickle", action="store_true", help="as in maest-tag: also load a pickled pytorch_model.bin")
-    add("--hop", type=positive_int, default=None, metavar="FRAMES",
-        help="for an audio file: hop between analysis windows in mel frames (62.5 per second), 1..max_length "
-        "(default: the model's window_hop, 625)")  # fmt: skip
+    add_model_arguments(parser, when="for an audio file: ")
+    add_hop_argument(parser, when="for an audio file: ")
     add("--device", default="cpu", help="torch device for an audio file: cpu (default), cuda, cuda:N, auto")
     add("--path", metavar="TRACK",
         help="for a record file: the record's 'path' as maest-tag wrote it (needed when the file holds several)")

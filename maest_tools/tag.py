@@ -93,6 +93,8 @@ from .cli import (
     EXIT_USAGE,
     UsageError,
     add_block_argument,
+    add_hop_argument,
+    add_model_arguments,
     error_message,
     finite_float,
     non_negative_int,
@@ -837,10 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text file with one path (file or folder) per line, relative to the current directory; blank lines and "
         "'#' comments ignored; '-' reads stdin")  # fmt: skip
     add("--output", "-o", metavar="PATH", help="output file, .jsonl, .csv or .parquet (by extension); required")
-    add("--model", default=DEFAULT_MODEL,
-        help=f"local model folder or Hugging Face repo id (default: {DEFAULT_MODEL})")  # fmt: skip
-    add("--allow-pickle", action="store_true",
-        help="when the model has no model.safetensors, load its pickled pytorch_model.bin (with torch.load(weights_only=True)); default: model.safetensors only")  # fmt: skip
+    add_model_arguments(parser)
     add("--top-k", type=_top_k, default=None, metavar="K",
         help="keep the K best labels; 'all' keeps every label (default 5, or no limit with --threshold)")  # fmt: skip
     add("--threshold", type=finite_float, default=None, metavar="T",
@@ -849,9 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also store embeddings: one (3*hidden,) vector per track (mean of the windows), or one row per window, "
         "(windows, 3*hidden); float32 .npy files in OUTPUT.embeddings/ (default: none)")  # fmt: skip
     add_block_argument(parser, "the embedding (with --embeddings)")
-    add("--hop", type=positive_int, default=None, metavar="FRAMES",
-        help="hop between analysis windows in mel frames (62.5 per second), 1..max_length (default: the "
-        "model's window_hop, 625 for the 10 s models)")  # fmt: skip
+    add_hop_argument(parser)
     add("--batch-size", type=positive_int, default=8, metavar="N",
         help="tracks per model call (default 8); their windows run in chunks of --windows-per-batch")  # fmt: skip
     add("--windows-per-batch", type=positive_int, default=None, metavar="N",

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import soxr
 import torch
+from audio_strategies import signal_arguments
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import audio_maest
 import feature_extraction_maest as fem
@@ -709,14 +709,7 @@ def test_published_preprocessor_config_loads(tmp_path):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    length_16k=st.integers(3585, 40000),
-    amplitude=st.floats(1e-4, 1.0),
-    dtype=st.sampled_from(["float32", "float64", "int16"]),
-    layout=st.sampled_from(["mono", "channels_first", "channels_last"]),
-    rate=st.sampled_from([8000, 16000, 22050, 44100]),
-    seed=st.integers(0, 2**16),
-)
+@given(**signal_arguments("length_16k", 40000, ["mono", "channels_first", "channels_last"]))
 def test_property_shapes_finite_and_batch_independent(length_16k, amplitude, dtype, layout, rate, seed):
     extractor = MaestFeatureExtractor()
     rng = np.random.default_rng(seed)

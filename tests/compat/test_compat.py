@@ -6,6 +6,7 @@ so the test does not depend on how the root modules are laid out. Run by `.ci/co
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,29 +104,10 @@ def test_training_step_with_gradient_checkpointing(reference, data):
 
 def test_published_ast_layout_config_loads(tmp_path):
     """A config.json as the published mtg-upf/discogs-maest-* checkpoints have it (AST names and model_type)."""
-    published = {
-        "architectures": ["ASTForAudioClassification"],
-        "model_type": "audio-spectrogram-transformer",
-        "attention_probs_dropout_prob": 0.0,
-        "frequency_stride": 10,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0,
-        "hidden_size": 768,
-        "initializer_range": 0.02,
-        "intermediate_size": 3072,
-        "layer_norm_eps": 1e-06,
-        "max_length": 1256,
-        "num_attention_heads": 12,
-        "num_hidden_layers": 12,
-        "num_mel_bins": 96,
-        "patch_size": 16,
-        "qkv_bias": True,
-        "time_stride": 10,
-        "id2label": {str(i): f"label {i}" for i in range(400)},
-        "label2id": {f"label {i}": i for i in range(400)},
-        "torch_dtype": "float32",
-        "transformers_version": "4.33.0.dev0",
-    }
+    # The same file tests/convert_utils.py reads (this folder runs without tests/ on sys.path), with 400 labels.
+    published = json.loads((Path(__file__).resolve().parent.parent / "data" / "published_ast_config.json").read_text())
+    published["id2label"] = {str(i): f"label {i}" for i in range(400)}
+    published["label2id"] = {f"label {i}": i for i in range(400)}
     (tmp_path / "published").mkdir()
     (tmp_path / "published" / "config.json").write_text(json.dumps(published))
     maest_config_class = type(cases.load_auto()[0])
