@@ -18,6 +18,10 @@ if str(ROOT) not in sys.path:
 # tests/compat runs only in the compatibility stage (.ci/compat), one venv per transformers release, against the
 # reference that stage writes; the main suite leaves it alone.
 collect_ignore = [] if os.environ.get("MAEST_COMPAT_DIR") else ["compat"]
+# tests/transformers_common runs transformers' own common tests; it needs a transformers source checkout
+# (.ci/transformers-common-tests sets MAEST_TRANSFORMERS_SRC), so the main suite leaves it alone otherwise.
+if not os.environ.get("MAEST_TRANSFORMERS_SRC"):
+    collect_ignore.append("transformers_common")
 
 # Keep the suite deterministic and polite on small machines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
