@@ -34,8 +34,8 @@ def save_model_folder(model, folder: str | os.PathLike, feature_extractor=None) 
             (`MAEST_AUTO_MAP`) and `custom_pipelines` (`MAEST_CUSTOM_PIPELINES`).
         folder: where to write (created).
         feature_extractor: the model's `MaestFeatureExtractor` (default: the Essentia-exact default one); saved as
-            `preprocessor_config.json` with `MAEST_FEATURE_EXTRACTOR_AUTO_MAP` and `max_length` (informative) set to
-            the model's window.
+            `preprocessor_config.json` (its `save_pretrained` writes `MAEST_FEATURE_EXTRACTOR_AUTO_MAP`) with
+            `max_length` (informative) set to the model's window.
 
     Returns:
         `Path`: the folder.
@@ -62,7 +62,8 @@ def save_model_folder(model, folder: str | os.PathLike, feature_extractor=None) 
     extractor.save_pretrained(folder)
     path = folder / "preprocessor_config.json"
     settings = json.loads(path.read_text(encoding="utf-8"))
-    settings["auto_map"] = dict(MAEST_FEATURE_EXTRACTOR_AUTO_MAP)
+    if settings.get("auto_map") != MAEST_FEATURE_EXTRACTOR_AUTO_MAP:  # written by MaestFeatureExtractor.save_pretrained
+        raise RuntimeError(f"{path} lacks the auto_map {MAEST_FEATURE_EXTRACTOR_AUTO_MAP}: {settings.get('auto_map')}")
     settings["max_length"] = config.max_length
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
