@@ -47,7 +47,7 @@ import torch
 from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_PRESETS, MaestConfig, num_patches
 from modeling_maest import MaestForAudioClassification
 
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, progress_bars_on
 from .files import sha256_file
 from .hub import push_folder, save_model_folder
 
@@ -1176,6 +1176,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Command line entry point; returns the exit status (0 converted and checked, 1 check failed, 2 bad input)."""
     args = parse_args(argv)
+    progress_bars_on()  # transformers' loading and saving bars only on a terminal
     try:
         if args.random_weights:
             write_random_folder(args.output, args.arch, head_layer_norm_eps=args.head_layer_norm_eps,

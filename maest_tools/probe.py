@@ -47,6 +47,7 @@ from .cli import (
     non_negative_int,
     parse_arguments,
     positive,
+    progress_bars_on,
     resolve_block,
     run_main,
 )
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the probe's initial weights and "
                         "the batch order.")
     add_device_argument(parser, "the embeddings are computed (the probe trains on the CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars (there are none when "
+                        "stderr is not a terminal).")
     return parser
 
 
@@ -377,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(args.cache_dir or output_dir / "embedding_cache", identity, block)
     embedder = TrackEmbedder(args.model, device, feature_extractor)
-    progress = not args.no_progress
+    progress = progress_bars_on(not args.no_progress)  # off in logs and pipes
     train_x = cache.embeddings(train_data.paths, embedder, progress)
     val_x = cache.embeddings(val_data.paths, embedder, progress)
     logger.info("Embeddings: %d read from %s, %d computed.", cache.hits, cache.folder, cache.computed)
