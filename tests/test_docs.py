@@ -139,26 +139,31 @@ PREPARE = {"docs/finetune-probe.md": prepare_probe, "docs/export.md": prepare_on
 
 
 @pytest.fixture(scope="module")
-def model_template(tmp_path_factory) -> Path:
-    return build_model_folder(tmp_path_factory.mktemp("model") / "tiny-maest")
+def template(tmp_path_factory) -> Path:
+    """The files and folders every page's working directory starts with, made once per test module."""
+    folder = tmp_path_factory.mktemp("docs-template")
+    model = build_model_folder(folder / MODEL_FOLDERS[0])
+    for name in MODEL_FOLDERS[1:]:
+        shutil.copytree(model, folder / name)
+    for name, clip in AUDIO_FILES.items():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(TEST_AUDIO / clip), str(folder / name)],
+            check=True,
+        )
+    (folder / "Music").mkdir()
+    shutil.copy2(folder / "a.flac", folder / "Music" / "a.flac")
+    return folder
 
 
 @pytest.fixture()
-def workdir(tmp_path, model_template, monkeypatch) -> Path:
-    """A working directory holding every file and folder name the documentation uses."""
-    for name in MODEL_FOLDERS:
-        shutil.copytree(model_template, tmp_path / name)
-    for name, clip in AUDIO_FILES.items():
-        subprocess.run(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(TEST_AUDIO / clip), str(tmp_path / name)],
-            check=True,
-        )
-    (tmp_path / "Music").mkdir()
-    shutil.copy2(tmp_path / "a.flac", tmp_path / "Music" / "a.flac")
-    monkeypatch.chdir(tmp_path)
+def workdir(tmp_path, template, monkeypatch) -> Path:
+    """A working directory holding every file and folder name the documentation uses (a fresh copy per page)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(template, workdir)
+    monkeypatch.chdir(workdir)
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf_modules"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
+    return workdir
 
 
 def write_tagger_output(workdir: Path) -> None:
