@@ -185,7 +185,11 @@ def test_published_folder_loads_as_is_and_converts(tmp_path, weights):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "maest" and config["id2label"]["123"] == labels[123]
     assert config["layer_norm_eps"] == 1e-6 and config["head_layer_norm_eps"] == 1e-5
-    assert "discogs-maest-tiny" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "discogs-maest-tiny" in card
+    # The licence of the published weights; no base_model line for a local folder (it has no Hub name).
+    front_matter = card.split("---")[1]
+    assert "license: cc-by-nc-sa-4.0" in front_matter and "base_model" not in front_matter
 
 
 def test_repo_id_from_the_hub_cache(tmp_path, monkeypatch):
@@ -202,6 +206,8 @@ def test_repo_id_from_the_hub_cache(tmp_path, monkeypatch):
     assert_matches_reference(model, state, (66,), "repo id loaded as is")
     report, log = run_convert("mtg-upf/discogs-maest-tiny", tmp_path / "converted")
     assert "mtg-upf/discogs-maest-tiny" in log and all(r.passed for r in report.results)
+    front_matter = (tmp_path / "converted" / "README.md").read_text().split("---")[1]
+    assert "\nbase_model: mtg-upf/discogs-maest-tiny\n" in front_matter and "license: cc-by-nc-sa-4.0" in front_matter
     with pytest.raises(convert.ConversionError, match="cannot be downloaded"):
         run_convert("mtg-upf/discogs-maest-absent", tmp_path / "absent")
 
