@@ -199,6 +199,7 @@ def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, og
     assert results["old_flac_embedding"] == results["flac_embedding"]
 
 
+@pytest.mark.slow  # a fresh Python process and both pipelines
 def test_extractor_save_pretrained_writes_its_auto_map(tmp_path, monkeypatch):
     """`MaestFeatureExtractor().save_pretrained` alone (a fresh process: no test helper registered anything) writes
     the auto_map; with a model saved by `maest_tools.hub.save_model_folder` the folder loads through both pipelines."""
