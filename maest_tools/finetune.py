@@ -187,7 +187,10 @@ def build_model(
     base_labels = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
     if base_labels != list(label_names):
         old = model.classifier.dense
-        head = torch.nn.Linear(old.in_features, len(label_names), device=old.weight.device, dtype=old.weight.dtype)
+        # skip_init: no default initialisation drawn first, so after `set_seed` the new head's weights are the
+        # ones `from_pretrained(..., ignore_mismatched_sizes=True)` gave (the first normal draw).
+        head = torch.nn.utils.skip_init(torch.nn.Linear, old.in_features, len(label_names),
+                                        device=old.weight.device, dtype=old.weight.dtype)  # fmt: skip
         with torch.no_grad():
             torch.nn.init.normal_(head.weight, std=config.initializer_range)
             torch.nn.init.zeros_(head.bias)
