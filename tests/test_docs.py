@@ -57,13 +57,14 @@ EXPECTED_NOT_RUN = {
     "docs/convert.md": 1,  # downloads a published repository
     "docs/export.md": 0,
     "docs/benchmark.md": 0,
+    "docs/demo.md": 0,
     "docs/library.md": 0,
     "docs/model.md": 0,
     # Written by other work; listed so that the test runs their blocks once they exist.
     "docs/compatibility.md": 0,
     "docs/file-tags.md": 0,
 }
-PENDING_PAGES = {"docs/compatibility.md", "docs/file-tags.md", "docs/library.md"}
+PENDING_PAGES = {"docs/compatibility.md", "docs/demo.md", "docs/file-tags.md", "docs/library.md"}
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 NO_TEST = re.compile(r"^<!--\s*no-test:\s*(.+?)\s*-->\s*$")
@@ -164,6 +165,7 @@ def workdir(tmp_path, template, monkeypatch) -> Path:
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf_modules"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MAEST_MODEL", "demo-model")  # the demo app's model (docs/demo.md): the path-c folder
     return workdir
 
 
