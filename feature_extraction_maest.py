@@ -678,6 +678,12 @@ class MaestFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature(data=data)
 
 
+# `save_pretrained` writes `auto_map` {"AutoFeatureExtractor": "feature_extraction_maest.MaestFeatureExtractor"}
+# (= configuration_maest.MAEST_FEATURE_EXTRACTOR_AUTO_MAP) into preprocessor_config.json and copies this module and
+# the root modules it imports beside it, transformers' standard mechanism for remote code (4.x and 5.x): a folder
+# holding a saved extractor and a MAEST model then loads through `AutoFeatureExtractor` and both pipelines.
+MaestFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+
 # The published mtg-upf configurations name this class MAESTFeatureExtractor in their auto_map.
 MAESTFeatureExtractor = MaestFeatureExtractor
 

@@ -18,7 +18,9 @@ shared, noisy machine. Sections (see benchmarks/README.md for what each number m
               excluded, in seconds of audio per second (x real time).
   memory      peak resident memory of a fresh process that tags a 10-minute track.
 
-Writes benchmarks/results/bench-<label>.json and .md (label: --label, default the host name).
+Writes benchmarks/results/bench-<label>.json and .md (label: --label, default the host name). A --quick run is a
+smoke run whose numbers are not measurements: it writes to the temporary folder QUICK_OUTPUT_DIR unless --output-dir
+is given, and its console and markdown say so.
 
     python benchmarks/bench.py                        # full run on CPU (about 10 minutes on 2 cores)
     python benchmarks/bench.py --quick                # tiny model, short audio: checks that everything runs
@@ -1033,12 +1035,22 @@ def _fmt(value, spec: str = ".3g", missing: str = "–") -> str:
     return format(value, spec)
 
 
+# Where results go: measured runs into the repository's results folder, --quick smoke runs into a temporary folder.
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+QUICK_OUTPUT_DIR = Path(tempfile.gettempdir()) / "maest-bench-quick"
+QUICK_NOTICE = (
+    "SMOKE RUN (--quick): tiny random model, short audio, few repeats. It checks that every section runs; its "
+    "numbers are not measurements and its targets are not evaluated."
+)
+
+
 def markdown_report(results: dict) -> str:
     machine = results["machine"]
     settings = results["settings"]
     lines = [
         f"# MAEST speed benchmark: {results['label']}",
         "",
+        *([f"> **{QUICK_NOTICE}**", ""] if settings["quick"] else []),
         f"Machine: {machine['cpu_model']} ({' '.join(machine['cpu_flags']) or 'no AVX-512'}), "
         f"{machine['cpus_available']} CPUs available, {machine['torch_threads']} "
         f"torch threads, device {machine['device']}{', ' + machine['gpu'] if 'gpu' in machine else ''}; torch "
@@ -1051,9 +1063,15 @@ def markdown_report(results: dict) -> str:
     ]
     targets = results.get("targets", [])
     if targets:
-        lines += ["## Targets", "", "| target | value | goal | met |", "|---|---|---|---|"]
+        lines += ["## Targets", ""]
+        if settings["quick"]:  # a smoke run's values come from a tiny model: a "no" here says nothing
+            lines += ["Smoke run: the values below are not measurements; the last column only shows that every "
+                      "target is computed.", ""]  # fmt: skip
+        lines += ["| target | value | goal | met |", "|---|---|---|---|"]
         for target in targets:
-            met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
+            met = {True: "yes", False: "no" if settings["quick"] else "**no**", None: "–"}[target["met"]]
+            if settings["quick"] and target["met"] is not None:
+                met += " (smoke run)"
             detail = f" ({target['detail']})" if target["detail"] else ""
             lines.append(f"| {target['description']} | {_fmt(target['value'])}{detail} | {target['target']} | {met} |")
         lines.append("")
@@ -1239,7 +1257,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--label", default=None, help="name of the result files (default: the host name)")
     parser.add_argument(
-        "--output-dir", default=str(ROOT / "benchmarks" / "results"), help="where the JSON and markdown go"
+        "--output-dir",
+        default=None,
+        help=f"where the JSON and markdown go (default {RESULTS_DIR.relative_to(ROOT)}; with --quick "
+        f"{QUICK_OUTPUT_DIR}, so smoke runs stay out of the repository)",
     )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory-seconds", type=float, default=600.0, help=argparse.SUPPRESS)
@@ -1248,6 +1269,8 @@ def parse_args(argv=None):
         args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
+    if args.output_dir is None:
+        args.output_dir = str(QUICK_OUTPUT_DIR if args.quick else RESULTS_DIR)
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
         parser.error(
             f"--repeats >= 1, --warmup >= 0 and --threads >= 1 (got {args.repeats}, {args.warmup}, {args.threads})"
@@ -1269,6 +1292,8 @@ def main(argv=None) -> dict:
     if args.memory_child:
         memory_child(args)
         return {}
+    if args.quick:
+        print(f"[bench] {QUICK_NOTICE} Results go to {args.output_dir}.", file=sys.stderr, flush=True)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     label = args.label or socket.gethostname()

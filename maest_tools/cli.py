@@ -157,3 +157,18 @@ def error_message(error: BaseException) -> str:
         return f"{error.strerror}: {error.filename!r}"
     message = str(error).strip()
     return message if message else type(error).__name__
+
+
+def progress_bars_on(requested: bool = True) -> bool:
+    """Whether progress bars are drawn: `requested` (no `--no-progress`) and stderr is a terminal.
+
+    In a log file or a pipe, tqdm's redraws (carriage returns, and the `ESC[A` cursor moves of nested bars) turn into
+    garbage; there the tools print their one-line summaries only. When off, transformers' own bars (loading and
+    saving weights, the Trainer's) are switched off too.
+    """
+    on = requested and sys.stderr.isatty()
+    if not on:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    return on

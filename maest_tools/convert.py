@@ -21,11 +21,16 @@ in `MaestForAudioClassification` (for a published folder at the full window: tra
 `ASTForAudioClassification`), at the full window and at a shorter one (tolerance 1e-4). The numbers go into the
 model card.
 
+With `--random-weights --arch NAME` (no checkpoint), it writes the same complete folder with random weights
+instead (`write_random_folder`): a demo model for trying the tools offline, marked as such in its config
+(`random_weights: true`) and model card.
+
 Usage:
     maest-convert --checkpoint discogs-maest-10s-fs-129e.ckpt \
-        --output-dir converted/discogs-maest-10s-fs-129e [--arch discogs-maest-10s-fs-129e]
+        --output converted/discogs-maest-10s-fs-129e [--arch discogs-maest-10s-fs-129e]
     maest-convert --checkpoint mtg-upf/discogs-maest-30s-pw-129e-519l \
-        --output-dir converted/discogs-maest-30s-pw-129e-519l --push-to-hub my-org/discogs-maest-30s-pw-129e-519l
+        --output converted/discogs-maest-30s-pw-129e-519l --push-to-hub my-org/discogs-maest-30s-pw-129e-519l
+    maest-convert --random-weights --arch discogs-maest-10s-fs-129e --output demo-model
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import torch
 from configuration_maest import ESSENTIA_WINDOW_HOPS, FRAMES_PER_SECOND, MAEST_PRESETS, MaestConfig, num_patches
 from modeling_maest import MaestForAudioClassification
 
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, progress_bars_on
 from .files import sha256_file
 from .hub import push_folder, save_model_folder
 
@@ -273,6 +278,7 @@ class Source:
     hub_config: dict | None = None
     folder: Path | None = None
     notes: list[str] = field(default_factory=list)
+    repo_id: str | None = None  # the Hub repo id read (None for a local file or folder): the card's `base_model`
 
 
 def _short_list(keys, limit: int = 8) -> str:
@@ -427,7 +433,9 @@ def load_source(location: str, allow_pickle: bool = False, revision: str | None 
         return _read_hub_folder(path, location, path.resolve().name, allow_pickle)
     if _looks_like_repo_id(location):
         folder = _download(location, revision)
-        return _read_hub_folder(folder, location, location.split("/")[-1], allow_pickle)
+        source = _read_hub_folder(folder, location, location.split("/")[-1], allow_pickle)
+        source.repo_id = location
+        return source
     raise ConversionError(f"No such file or folder: {location}. Pass a MAEST release .ckpt, a folder or a repo id.")
 
 
@@ -853,16 +861,16 @@ def output_files() -> tuple[str, ...]:
     return ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *MAEST_CODE_FILES)
 
 
-def _prepare_output(output_dir: Path, source: Source) -> None:
-    if source.folder is not None and output_dir.resolve() == source.folder.resolve():
-        raise ConversionError(f"--output-dir {output_dir} is the source folder; choose another folder.")
+def _prepare_output(output_dir: Path, source: Source | None) -> None:
+    if source is not None and source.folder is not None and output_dir.resolve() == source.folder.resolve():
+        raise ConversionError(f"--output {output_dir} is the source folder; choose another folder.")
     if output_dir.exists():
         if not output_dir.is_dir():
-            raise ConversionError(f"--output-dir {output_dir} exists and is not a folder.")
+            raise ConversionError(f"--output {output_dir} exists and is not a folder.")
         foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in output_files() and p.name != ".git")
         if foreign:
             raise ConversionError(
-                f"--output-dir {output_dir} already holds files this script does not write ({', '.join(foreign)}); "
+                f"--output {output_dir} already holds files this script does not write ({', '.join(foreign)}); "
                 "they would be published with the model. Use an empty or new folder."
             )
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -903,6 +911,8 @@ def write_model_card(folder: Path, *, variant: str | None, variant_note: str, sh
         tolerance=f"{TOLERANCE:g}",
         head_eps=f"{head_layer_norm_eps:g}",
         embedding_size=3 * shape.hidden_size,
+        # A repo id names the weights this folder derives from; a local folder or file has no Hub name to link.
+        base_model_line=f"base_model: {source.repo_id}\n" if source.repo_id else "",
     )
     template = string.Template(MODEL_CARD_TEMPLATE.read_text(encoding="utf-8"))
     (folder / "README.md").write_text(template.substitute(values), encoding="utf-8")
@@ -1006,6 +1016,114 @@ def convert(
     return report
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# A demo folder with random weights
+# ---------------------------------------------------------------------------------------------------------------------
+
+DEMO_ARCH = "discogs-maest-10s-fs-129e"
+RANDOM_WEIGHTS_SEED = 0
+
+RANDOM_MODEL_CARD = """---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: audio-classification
+tags:
+  - random-weights
+  - audio
+  - music
+  - maest
+  - remote-code
+---
+
+# RANDOM WEIGHTS: a demo MAEST folder whose scores mean nothing (`$arch` architecture)
+
+This folder was written by `maest-convert --random-weights --arch $arch`. Its weights are **random** (PyTorch
+seed $seed, MAEST's initialisation), not trained: the tags and embeddings it gives carry no information about the
+music. Its `config.json` says so too (`"random_weights": true`). It exists to try the tools and the code offline;
+for real tags, convert the published weights (`maest-convert --checkpoint mtg-upf/$arch --output $arch`).
+
+- Architecture: $architecture.
+- Window: $window_frames mel frames ($window_seconds s), analysed every $hop_frames frames ($hop_seconds s).
+- Labels: the names of `$label_file` ($num_labels Discogs `Genre---Style` names, multi-label sigmoid scores).
+
+## Licence
+
+No trained weights are included, so the non-commercial licence of the published MAEST weights (CC BY-NC-SA 4.0)
+does not apply to this folder. The code files and the random weights are under the Apache License 2.0.
+"""
+
+
+def write_random_folder(
+    output_dir: str | Path,
+    arch: str = DEMO_ARCH,
+    head_layer_norm_eps: float = 1e-5,
+    push_to_hub_repo: str | None = None,
+    private: bool = False,
+    log=print,
+    **config_overrides,
+) -> Path:
+    """Write a complete MAEST folder of the published variant `arch` with random weights (`--random-weights`).
+
+    The folder is what `convert` writes (config with `auto_map` and `custom_pipelines`, `model.safetensors`,
+    `preprocessor_config.json` with its `auto_map`, every file of `MAEST_CODE_FILES`, the variant's Discogs label
+    list, a model card), with the weights of `MaestForAudioClassification`'s initialisation after
+    `torch.manual_seed(0)`. Its config carries `random_weights: true` (an extra `config.json` field that
+    transformers keeps on load) and its model card says, in its title and the `random-weights` tag, that the
+    weights are random. Nothing is downloaded.
+
+    Args:
+        output_dir: the folder to write (created; it must hold no files other than the ones written here).
+        arch: a name of `MAEST_PRESETS`: window, hop and label count.
+        head_layer_norm_eps: epsilon of the head LayerNorm.
+        push_to_hub_repo, private: upload the folder, as `convert` does.
+        config_overrides: MaestConfig fields that replace the variant's (the test suite uses smaller sizes).
+
+    Returns:
+        `Path`: the folder.
+    """
+    if arch not in MAEST_PRESETS:
+        raise ConversionError(f"--arch {arch!r} is not a published MAEST variant. Choose one of: "
+                              f"{', '.join(MAEST_PRESETS)}.")  # fmt: skip
+    output_dir = Path(output_dir)
+    preset = MAEST_PRESETS[arch]
+    labels = load_label_list(preset["num_labels"], None)
+    shape = MaestShape(
+        **VIT_BASE, frequency_patches=FREQUENCY_PATCHES, time_positions=preset["time_positions"],
+        num_labels=preset["num_labels"],
+    )  # fmt: skip
+    config = build_config(shape, labels, preset["window_hop"], head_layer_norm_eps, None)
+    for name, value in config_overrides.items():
+        setattr(config, name, value)
+    config.random_weights = True
+    try:
+        config.validate_values()
+    except ValueError as error:
+        raise ConversionError(f"Invalid size override: {error}") from None
+    _prepare_output(output_dir, None)
+    torch.manual_seed(RANDOM_WEIGHTS_SEED)
+    model = MaestForAudioClassification(config).eval()
+    save_model_folder(model, output_dir)
+    values = dict(
+        arch=arch,
+        seed=RANDOM_WEIGHTS_SEED,
+        architecture=(f"hidden {config.hidden_size}, {config.num_hidden_layers} blocks, {config.num_attention_heads} "
+                      f"heads, MLP {config.intermediate_size}"),  # fmt: skip
+        window_frames=config.max_length,
+        window_seconds=f"{config.max_length / FRAMES_PER_SECOND:g}",
+        hop_frames=config.window_hop,
+        hop_seconds=f"{config.window_hop / FRAMES_PER_SECOND:g}",
+        label_file=LABEL_FILES[len(labels)],
+        num_labels=len(labels),
+    )
+    (output_dir / "README.md").write_text(string.Template(RANDOM_MODEL_CARD).substitute(values), encoding="utf-8")
+    log(f"Wrote {output_dir} with RANDOM weights ({arch} architecture, seed {RANDOM_WEIGHTS_SEED}): its scores mean "
+        f"nothing; use it to try the tools. Files: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
+    if push_to_hub_repo:
+        url = push_folder(output_dir, push_to_hub_repo, private, f"MAEST {arch} with random weights (demo)")
+        log(f"Pushed to {url} ({'private' if private else 'public'})")
+    return output_dir
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     presets = "\n".join(
         f"  {name:34s} window {p['max_length']} frames, hop {p['window_hop']}, {p['num_labels']} labels"
@@ -1018,10 +1136,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Published variants (--arch):\n" + presets,
     )
-    parser.add_argument("--checkpoint", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint",
                         help="release .ckpt file, published-layout folder (config.json + model.safetensors or "
                         "pytorch_model.bin), or Hub repo id such as mtg-upf/discogs-maest-10s-fs-129e")  # fmt: skip
-    parser.add_argument("--output-dir", required=True, help="folder to write (created; must hold no other files)")
+    source.add_argument("--random-weights", action="store_true",
+                        help="write a demo folder of the --arch variant with random weights (seed 0) instead of "
+                        "converting a checkpoint: no download, its scores mean nothing; for trying the tools")  # fmt: skip
+    parser.add_argument("--output", "--output-dir", dest="output", required=True, metavar="FOLDER",
+                        help="folder to write (created; must hold no other files). --output-dir is the old name")
     parser.add_argument("--arch", choices=list(MAEST_PRESETS), metavar="NAME",
                         help="published variant the checkpoint must match (shapes are checked); default: read the "
                         "architecture from the tensor shapes")  # fmt: skip
@@ -1040,16 +1163,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.private and not args.push_to_hub:
         parser.error("--private only applies with --push-to-hub REPO_ID.")
+    if args.random_weights:
+        if args.arch is None:
+            parser.error(f"--random-weights needs --arch NAME, the variant to build; e.g. --arch {DEMO_ARCH}.")
+        ignored = [flag for flag, value in (("--labels", args.labels), ("--revision", args.revision),
+                                            ("--allow-pickle", args.allow_pickle)) if value]  # fmt: skip
+        if ignored:
+            parser.error(f"{', '.join(ignored)} only apply to --checkpoint, not to --random-weights.")
     return args
 
 
 def main(argv=None) -> int:
     """Command line entry point; returns the exit status (0 converted and checked, 1 check failed, 2 bad input)."""
     args = parse_args(argv)
+    progress_bars_on()  # transformers' loading and saving bars only on a terminal
     try:
-        convert(args.checkpoint, args.output_dir, arch=args.arch, labels=args.labels,
-                head_layer_norm_eps=args.head_layer_norm_eps, push_to_hub_repo=args.push_to_hub,
-                private=args.private, allow_pickle=args.allow_pickle, revision=args.revision)  # fmt: skip
+        if args.random_weights:
+            write_random_folder(args.output, args.arch, head_layer_norm_eps=args.head_layer_norm_eps,
+                                push_to_hub_repo=args.push_to_hub, private=args.private)  # fmt: skip
+        else:
+            convert(args.checkpoint, args.output, arch=args.arch, labels=args.labels,
+                    head_layer_norm_eps=args.head_layer_norm_eps, push_to_hub_repo=args.push_to_hub,
+                    private=args.private, allow_pickle=args.allow_pickle, revision=args.revision)  # fmt: skip
     except CheckFailed as error:
         print(f"maest-convert: error: {error}", file=sys.stderr)
         return EXIT_FAILED

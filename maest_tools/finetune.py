@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import DEFAULT_MODEL, non_negative_int, parse_arguments, positive, run_main
+from .cli import DEFAULT_MODEL, non_negative_int, parse_arguments, positive, progress_bars_on, run_main
 from .devices import accelerator_available, add_device_argument, resolve_device
 from .features import decode_features, load_feature_extractor
 from .files import file_fingerprint, save_npy
-from .hub import push_folder, save_model_folder
+from .hub import PUBLISHED_WEIGHTS_LICENSE, derived_card_fields, push_folder, save_model_folder
 from .labelled import (
     BEST_METRIC,
     LabelledData,
@@ -172,42 +172,65 @@ def build_model(
     """Load MAEST with a head for `label_names`.
 
     The encoder comes from `model_name_or_path`. The head is kept when the base model has exactly these labels in
-    this order (continued training), and is new (random, as `ignore_mismatched_sizes=True` does for a different
-    number of labels) otherwise, even when only the names differ. `patchout` sets the `train_patchout_*` /
+    this order (continued training), and is new otherwise, even when only the names differ: its Linear layer is
+    initialised randomly (normal, std `config.initializer_range`; zero bias), the head LayerNorm is the base's. The
+    base is loaded with its own head, so transformers reports only unexpected problems (missing or mismatched
+    weights); the expected new head is announced in one log line. `patchout` sets the `train_patchout_*` /
     `train_random_time_offset` config fields (active in training mode only).
     """
-    from configuration_maest import MaestConfig
     from modeling_maest import MaestForAudioClassification
 
-    base_config = MaestConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-    base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if base_config.id2label else []
-    id2label = dict(enumerate(label_names))
     model = MaestForAudioClassification.from_pretrained(
-        model_name_or_path,
-        id2label=id2label,
-        label2id={name: i for i, name in id2label.items()},
-        problem_type="single_label_classification" if single_label else "multi_label_classification",
-        ignore_mismatched_sizes=True,
-        **(patchout or {}),
-        **from_pretrained_kwargs,
+        model_name_or_path, **(patchout or {}), **from_pretrained_kwargs
     )
-    if base_labels != list(label_names) and len(base_labels) == len(label_names):
-        # Same size, other labels: from_pretrained kept the old rows, which would mean other classes.
+    config = model.config
+    base_labels = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
+    if base_labels != list(label_names):
+        old = model.classifier.dense
+        # skip_init: no default initialisation drawn first, so after `set_seed` the new head's weights are the
+        # ones `from_pretrained(..., ignore_mismatched_sizes=True)` gave (the first normal draw).
+        head = torch.nn.utils.skip_init(torch.nn.Linear, old.in_features, len(label_names),
+                                        device=old.weight.device, dtype=old.weight.dtype)  # fmt: skip
         with torch.no_grad():
-            torch.nn.init.normal_(model.classifier.dense.weight, std=model.config.initializer_range)
-            torch.nn.init.zeros_(model.classifier.dense.bias)
+            torch.nn.init.normal_(head.weight, std=config.initializer_range)
+            torch.nn.init.zeros_(head.bias)
+        model.classifier.dense = head
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+        model.num_labels = len(label_names)
+        logger.info(
+            "New classification head for %d labels (the base model's has %d): classifier.dense initialised randomly "
+            "(expected when fine-tuning on new labels).", len(label_names), len(base_labels),
+        )  # fmt: skip
+    config.problem_type = "single_label_classification" if single_label else "multi_label_classification"
+    if getattr(config, "random_weights", False):  # the demo marker: trained weights are no longer random
+        del config.random_weights
     return model
 
 
-def write_model_card(folder: Path, base_model: str, data: LabelledData, metrics: dict) -> None:
+def write_model_card(folder: Path, base_model: str, data: LabelledData, metrics: dict, base_config=None) -> None:
+    """README.md of a fine-tuned folder: front matter with the licence of the base weights and `base_model` (a repo
+    id; no line for a local folder), what was trained, usage and labels."""
     task = "single-label" if data.single_label else "multi-label"
     final = metrics["final"]
     scores = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
+    derived = derived_card_fields(base_model, base_config)
+    base_line = f"base_model: {derived['base_model']}\n" if derived["base_model"] else ""
+    tags = "[maest, audio-classification, music" + (", random-weights]" if derived["random_weights"] else "]")
+    if derived["random_weights"]:
+        licence = ("The base model has random weights (`maest-convert --random-weights`): this model learnt only from "
+                   f"the fine-tuning data. Its weights and code are under the Apache License 2.0.")  # fmt: skip
+    elif derived["license"] == PUBLISHED_WEIGHTS_LICENSE:
+        licence = ("The weights derive from the published MAEST weights of the Music Technology Group, Universitat "
+                   "Pompeu Fabra, under CC BY-NC-SA 4.0 (non-commercial, share alike): this model is under the same "
+                   "licence. The code files are under the Apache License 2.0.")  # fmt: skip
+    else:
+        licence = f"The weights carry the licence of the base model: `{derived['license']}`."
     text = f"""---
-library_name: transformers
+license: {derived['license']}
+{base_line}library_name: transformers
 pipeline_tag: audio-classification
-base_model: {base_model}
-tags: [maest, audio-classification, music]
+tags: {tags}
 ---
 
 # MAEST fine-tuned ({task}, {len(data.label_names)} labels)
@@ -223,6 +246,10 @@ pipe("song.mp3")
 ```
 
 Labels: {", ".join(data.label_names)}
+
+## Licence
+
+{licence}
 """
     (folder / "README.md").write_text(text)
 
@@ -341,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (recent GPUs).")
     training.add_argument("--keep-checkpoints", action="store_true", help="Keep the per-epoch Trainer checkpoints "
                           "in OUTPUT_DIR/checkpoints (removed by default).")
-    training.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    training.add_argument("--no-progress", action="store_true", help="No progress bars (there are none "
+                          "when stderr is not a terminal).")
 
     patchout = parser.add_argument_group("training-time patchout (PaSST / MAEST; training mode only, never at "
                                          "evaluation)")
@@ -394,8 +422,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     set_seed(args.seed)
     feature_extractor = load_feature_extractor(args.model)
     store = FeatureStore(feature_extractor, args.feature_cache)
-    train_features = store.load(train_data.paths, progress=not args.no_progress)
-    val_features = store.load(val_data.paths, progress=not args.no_progress)
+    progress = progress_bars_on(not args.no_progress)  # off in logs and pipes: no `ESC[A` codes of nested bars
+    train_features = store.load(train_data.paths, progress=progress)
+    val_features = store.load(val_data.paths, progress=progress)
 
     patchout = {
         "train_patchout_time": args.patchout_time,
@@ -403,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "train_patchout_unstructured": args.patchout_unstructured,
         "train_random_time_offset": args.random_time_offset,
     }
+    from configuration_maest import MaestConfig
+
+    base_config = MaestConfig.from_pretrained(args.model)  # for the model card: licence, random base weights
     model = build_model(args.model, label_names, single_label, patchout)
     gradient_checkpointing = args.gradient_checkpointing
     if args.freeze_encoder:
@@ -445,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         remove_unused_columns=False,
         label_names=["labels"],
         report_to="none",
-        disable_tqdm=args.no_progress,
+        disable_tqdm=not progress,
     )
 
     trainer = make_trainer(
@@ -489,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     metrics["arguments"]["learning_rate"] = learning_rate
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_model_card(output_dir, args.model, data, metrics)
+    write_model_card(output_dir, args.model, data, metrics, base_config)
     logger.info("Saved the fine-tuned model to %s (best epoch %s: %s).", output_dir, best_epoch,
                 ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float)))
     if args.push_to_hub:

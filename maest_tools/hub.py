@@ -34,8 +34,8 @@ def save_model_folder(model, folder: str | os.PathLike, feature_extractor=None) 
             (`MAEST_AUTO_MAP`) and `custom_pipelines` (`MAEST_CUSTOM_PIPELINES`).
         folder: where to write (created).
         feature_extractor: the model's `MaestFeatureExtractor` (default: the Essentia-exact default one); saved as
-            `preprocessor_config.json` with `MAEST_FEATURE_EXTRACTOR_AUTO_MAP` and `max_length` (informative) set to
-            the model's window.
+            `preprocessor_config.json` (its `save_pretrained` writes `MAEST_FEATURE_EXTRACTOR_AUTO_MAP`) with
+            `max_length` (informative) set to the model's window.
 
     Returns:
         `Path`: the folder.
@@ -62,10 +62,55 @@ def save_model_folder(model, folder: str | os.PathLike, feature_extractor=None) 
     extractor.save_pretrained(folder)
     path = folder / "preprocessor_config.json"
     settings = json.loads(path.read_text(encoding="utf-8"))
-    settings["auto_map"] = dict(MAEST_FEATURE_EXTRACTOR_AUTO_MAP)
+    if settings.get("auto_map") != MAEST_FEATURE_EXTRACTOR_AUTO_MAP:  # written by MaestFeatureExtractor.save_pretrained
+        raise RuntimeError(f"{path} lacks the auto_map {MAEST_FEATURE_EXTRACTOR_AUTO_MAP}: {settings.get('auto_map')}")
     settings["max_length"] = config.max_length
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
+
+
+# The licence of the published MAEST weights (mtg-upf/discogs-maest-*), and so of every model trained from them.
+PUBLISHED_WEIGHTS_LICENSE = "cc-by-nc-sa-4.0"
+# The licence of the code, and of a demo folder's random weights (`maest-convert --random-weights`).
+CODE_LICENSE = "apache-2.0"
+
+
+def card_front_matter(folder: Path) -> dict[str, str]:
+    """The `key: value` lines of the YAML front matter of `folder/README.md` (empty when there is none)."""
+    try:
+        text = (Path(folder) / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    fields = {}
+    for line in text.split("---", 2)[1].splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key and not key.startswith((" ", "-")) and value.strip():
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def derived_card_fields(model_name_or_path: str, config) -> dict:
+    """`license` and `base_model` of a model card for a model trained from `model_name_or_path`.
+
+    Returns:
+        `dict` with `license` (a Hub licence id: the base folder's card's `license:` when it has one; `apache-2.0`
+        for a base with random weights, `config.random_weights`; else the published MAEST weights' CC BY-NC-SA 4.0),
+        `base_model` (the repo id, or `None` for a local folder: it has no Hub name to link) and `random_weights`.
+    """
+    local = Path(model_name_or_path).expanduser()
+    random_weights = bool(getattr(config, "random_weights", False))
+    fields = card_front_matter(local) if local.is_dir() else {}
+    if random_weights:
+        license_id = CODE_LICENSE
+    else:
+        license_id = fields.get("license", PUBLISHED_WEIGHTS_LICENSE)
+    return {
+        "license": license_id,
+        "base_model": None if local.exists() else model_name_or_path,
+        "random_weights": random_weights,
+    }
 
 
 def push_folder(

@@ -7,10 +7,12 @@ middle block: 6 = the 7th of MAEST's 12) of the frozen model, `concat(CLS, disti
 `Linear(2304 -> hidden) -> ReLU -> Dropout -> Linear(hidden -> labels)` on standardised embeddings is trained with
 Adam on the training files, with early stopping on the validation score (ROC-AUC for multi-label, accuracy for single-label).
 
-Embeddings are cached on disk (`--cache-dir`, default `OUTPUT_DIR/embedding_cache`), one `.npy` per file, keyed by
-the model (path or Hub commit, weight files, configuration), the block, the feature extractor settings and the
-audio file (path, size, modification time); a second probe on the same files and model reads them instead of
-running the model. Entries are written as soon as they are computed, so an interrupted run resumes.
+Embeddings are cached on disk (`--cache-dir`, default `OUTPUT_DIR/embedding_cache`), one `.npy` per audio file
+holding the track embedding of EVERY block (`(num_hidden_layers, 3 * hidden_size)` float32, 110 KB for MAEST),
+computed in one pass through the encoder. The key is the model (path or Hub commit, weight files, configuration),
+the feature extractor settings and the audio file (path, size, modification time), not the block: a second probe
+on the same files and model, for any block, reads them instead of running the model. Entries are written as soon as
+they are computed, so an interrupted run resumes.
 
 Data (`--data`, `--val-data`, `--single-label`, `--val-fraction`, `--seed`) work as in `maest-finetune`
 (`maest_tools.labelled`): a `path,labels` CSV (labels separated by ';') or a folder with one sub-folder per label.
@@ -21,7 +23,7 @@ its metrics, cache statistics), `probe.safetensors` + `probe_config.json` (load 
 Example::
 
     maest-probe --data my_tracks.csv --output-dir probe-block6
-    maest-probe --data my_tracks.csv --output-dir probe-block4 --block 4
+    maest-probe --data my_tracks.csv --output-dir probe-block4 --block 4 --cache-dir probe-block6/embedding_cache
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .cli import (
     non_negative_int,
     parse_arguments,
     positive,
+    progress_bars_on,
     resolve_block,
     run_main,
 )
@@ -102,28 +105,30 @@ def model_identity(model_name_or_path: str, config) -> dict:
     return identity
 
 
-def embedding_identity(model_name_or_path: str, config, block: int, feature_extractor) -> dict:
-    """The cache identity of one kind of embedding: the model (see `model_identity`), the 0-based block and the
+def embedding_identity(model_name_or_path: str, config, feature_extractor) -> dict:
+    """The cache identity of a model's track embeddings (all blocks): the model (see `model_identity`) and the
     feature extractor's normalisation settings."""
     settings = feature_extractor.to_dict()
     identity = model_identity(model_name_or_path, config)
-    identity["block"] = block
+    identity["layout"] = "every block"  # entries hold (num_hidden_layers, dim); older one-block entries never match
     identity["extractor"] = {k: settings.get(k) for k in ("mean", "std", "do_normalize", "sampling_rate")}
     return identity
 
 
 class EmbeddingCache:
-    """Track embeddings on disk: `folder/<key>.npy` (float32, `(3 * hidden_size,)`), one file per audio file.
+    """Track embeddings of every block on disk: `folder/<key>.npy` (float32, `(num_hidden_layers, 3 * hidden_size)`,
+    row b = the embedding after block b), one file per audio file.
 
-    The key hashes `identity` (model, block, extractor settings) with the audio file's path, size and modification
-    time, so a changed file, model or block is recomputed and everything else is read back. `hits` and `computed`
-    count the files read from the cache and computed by this object.
+    The key hashes `identity` (model, extractor settings) with the audio file's path, size and modification time, so
+    a changed file or model is recomputed and everything else is read back, whatever the block. `embeddings` returns
+    the rows of `block`. `hits` and `computed` count the files read from the cache and computed by this object.
     """
 
-    def __init__(self, folder: str | os.PathLike, identity: dict):
+    def __init__(self, folder: str | os.PathLike, identity: dict, block: int):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.identity = identity
+        self.block = block
         self.hits = 0
         self.computed = 0
 
@@ -134,28 +139,30 @@ class EmbeddingCache:
     def embeddings(
         self, paths: Sequence[Path], compute: Callable[[Path], np.ndarray], progress: bool = True
     ) -> np.ndarray:
-        """`(files, dim)` embeddings of `paths`, calling `compute(path)` only for the files not cached yet."""
+        """`(files, dim)` embeddings of `self.block` for `paths`; `compute(path)` (every block's embedding,
+        `(num_hidden_layers, dim)`) runs only for the files not cached yet."""
         from tqdm.auto import tqdm
 
         rows = []
         for path in tqdm(paths, desc="Embeddings", unit="file", disable=not progress):
             entry = self.entry(path)
             if entry.exists():
-                rows.append(np.load(entry))
+                rows.append(np.load(entry)[self.block])
                 self.hits += 1
                 continue
-            embedding = np.asarray(compute(path), dtype=np.float32)
-            save_npy(entry, embedding)
-            rows.append(embedding)
+            embeddings = np.asarray(compute(path), dtype=np.float32)
+            save_npy(entry, embeddings)
+            rows.append(embeddings[self.block])
             self.computed += 1
         return np.stack(rows)
 
 
 class TrackEmbedder:
-    """Computes the track embedding of an audio file with a frozen MAEST (loaded on first use)."""
+    """Computes the track embeddings of an audio file after every block, in one pass of a frozen MAEST (loaded on
+    first use): `(num_hidden_layers, 3 * hidden_size)`, row b as `MaestModel.embed(..., block=b)` gives it."""
 
-    def __init__(self, model_name_or_path: str, block: int, device: str, feature_extractor):
-        self.model_name_or_path, self.block, self.device = model_name_or_path, block, device
+    def __init__(self, model_name_or_path: str, device: str, feature_extractor):
+        self.model_name_or_path, self.device = model_name_or_path, device
         self.feature_extractor = feature_extractor
         self._model = None
 
@@ -169,9 +176,22 @@ class TrackEmbedder:
 
     @torch.inference_mode()
     def __call__(self, path: Path) -> np.ndarray:
+        from modeling_maest import check_input_values
+
         features, _info = decode_features(path, self.feature_extractor)
-        embedding = self.model.embed(torch.from_numpy(features)[None].to(self.device), block=self.block)
-        return embedding[0].float().cpu().numpy()
+        model = self.model
+        blocks = tuple(range(model.config.num_hidden_layers))
+        input_values = torch.from_numpy(features)[None].to(self.device)
+        lengths = check_input_values(model.config, input_values, None)
+
+        def window_embeddings(windows, window_lengths):  # (n, blocks, dim): every block kept in one pass
+            embeddings = model.forward_features(windows, window_lengths, embedding_blocks=blocks).embeddings
+            return {"embeddings": torch.stack(embeddings, dim=1)}
+
+        results = model.run_windows(input_values, lengths, window_embeddings)
+        embeddings, window_mask = results.values["embeddings"][0], results.window_mask[0]  # (windows, blocks, dim)
+        track = embeddings[window_mask].mean(dim=0)  # equal-weight mean of the track's windows, as `embed`
+        return track.float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -315,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_block_argument(parser)
     parser.add_argument("--output-dir", required=True, help="Folder for metrics.json, probe.safetensors and "
                         "probe_config.json (files from an earlier run there are replaced).")
-    parser.add_argument("--cache-dir", help="Embedding cache folder; default OUTPUT_DIR/embedding_cache. Share it "
-                        "between runs (other blocks, probe settings) to embed each file once per model and block.")
+    parser.add_argument("--cache-dir", help="Embedding cache folder; default OUTPUT_DIR/embedding_cache. It holds "
+                        "every block's embedding of each file (one pass), so runs that share it (any --block, other "
+                        "probe settings) embed each file once per model.")
     parser.add_argument("--hidden-size", type=positive("--hidden-size", int), default=256,
                         help="Units of the probe's hidden layer.")
     parser.add_argument("--dropout", type=float, default=0.5, help="Dropout probability after the hidden layer.")
@@ -329,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the probe's initial weights and "
                         "the batch order.")
     add_device_argument(parser, "the embeddings are computed (the probe trains on the CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars (there are none when "
+                        "stderr is not a terminal).")
     return parser
 
 
@@ -350,14 +372,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = MaestConfig.from_pretrained(args.model)
     block = resolve_block(args.block, config.num_hidden_layers)
     feature_extractor = load_feature_extractor(args.model)
-    identity = embedding_identity(args.model, config, block, feature_extractor)
+    identity = embedding_identity(args.model, config, feature_extractor)
     output_dir = Path(args.output_dir).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output-dir {str(output_dir)!r} is a file; give a folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(args.cache_dir or output_dir / "embedding_cache", identity)
-    embedder = TrackEmbedder(args.model, block, device, feature_extractor)
-    progress = not args.no_progress
+    cache = EmbeddingCache(args.cache_dir or output_dir / "embedding_cache", identity, block)
+    embedder = TrackEmbedder(args.model, device, feature_extractor)
+    progress = progress_bars_on(not args.no_progress)  # off in logs and pipes
     train_x = cache.embeddings(train_data.paths, embedder, progress)
     val_x = cache.embeddings(val_data.paths, embedder, progress)
     logger.info("Embeddings: %d read from %s, %d computed.", cache.hits, cache.folder, cache.computed)

@@ -9,6 +9,7 @@ import math
 import operator
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def quick_run(tmp_path_factory):
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = json.loads((output / "bench-smoke.json").read_text())
     markdown = (output / "bench-smoke.md").read_text()
-    return results, markdown
+    return results, markdown, completed.stderr
 
 
 def finite_positive(value):
@@ -56,7 +57,7 @@ def finite_positive(value):
 
 @pytest.mark.slow
 def test_json_has_every_section_and_the_machine(quick_run):
-    results, _ = quick_run
+    results, *_ = quick_run
     assert results["schema_version"] == bench.SCHEMA_VERSION
     assert results["label"] == "smoke"
     assert results["settings"]["quick"] is True and results["settings"]["repeats"] == 1
@@ -72,7 +73,7 @@ def test_json_has_every_section_and_the_machine(quick_run):
 
 @pytest.mark.slow
 def test_frontend_rows(quick_run):
-    results, _ = quick_run
+    results, *_ = quick_run
     rows = results["frontend"]["rows"]
     assert {row["key"] for row in rows} == {"maest", "essentia", "audio_utils"}
     for row in rows:
@@ -95,7 +96,7 @@ def test_frontend_rows(quick_run):
 
 @pytest.mark.slow
 def test_model_rows_and_agreement_with_ast(quick_run):
-    results, _ = quick_run
+    results, *_ = quick_run
     model = results["model"]
     assert finite_positive(model["ceiling"]["gflops"])
     combos = {(row["window_s"], row["batch"], row["key"]) for row in model["rows"]}
@@ -110,7 +111,7 @@ def test_model_rows_and_agreement_with_ast(quick_run):
 
 @pytest.mark.slow
 def test_other_sections(quick_run):
-    results, _ = quick_run
+    results, *_ = quick_run
     patchout = {row["inference_patchout_time"]: row for row in results["patchout"]["rows"]}
     assert [patchout[n]["tokens"] for n in (1, 2, 3)] == [2 + 9 * 62, 2 + 9 * 31, 2 + 9 * 21]
     lowprec = {row["path"]: row for row in results["lowprec"]["rows"]}
@@ -133,7 +134,7 @@ def test_other_sections(quick_run):
 
 @pytest.mark.slow
 def test_targets(quick_run):
-    results, _ = quick_run
+    results, *_ = quick_run
     targets = {target["key"]: target for target in results["targets"]}
     assert set(targets) == {key for key, *_ in bench.TARGETS}
     compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
@@ -149,7 +150,7 @@ def test_targets(quick_run):
 
 @pytest.mark.slow
 def test_markdown_report(quick_run):
-    results, markdown = quick_run
+    results, markdown, console = quick_run
     for heading in (
         "## Targets",
         "## Front end",
@@ -161,6 +162,10 @@ def test_markdown_report(quick_run):
     ):
         assert heading in markdown
     assert "QUICK MODE" in markdown
+    # A smoke run says so on the console and at the top of the markdown; its targets carry no bold verdicts.
+    assert bench.QUICK_NOTICE in console
+    assert markdown.splitlines()[2] == f"> **{bench.QUICK_NOTICE}**"
+    assert "**no**" not in markdown and "(smoke run)" in markdown.split("## Targets")[1].split("##")[0]
     assert results["machine"]["cpu_model"] in markdown
     assert markdown.count("| this project (sdpa) |") == 4  # 2 windows x 2 batch sizes
 
@@ -214,3 +219,10 @@ def test_bad_arguments_are_usage_errors(argv, message, capsys):
         bench.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_quick_runs_write_outside_the_repository_unless_told():
+    assert Path(bench.parse_args(["--quick"]).output_dir) == bench.QUICK_OUTPUT_DIR
+    assert not bench.QUICK_OUTPUT_DIR.resolve().is_relative_to(ROOT)
+    assert Path(bench.parse_args([]).output_dir) == ROOT / "benchmarks" / "results"
+    assert bench.parse_args(["--quick", "--output-dir", "here"]).output_dir == "here"

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT
@@ -184,7 +185,11 @@ def test_published_folder_loads_as_is_and_converts(tmp_path, weights):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "maest" and config["id2label"]["123"] == labels[123]
     assert config["layer_norm_eps"] == 1e-6 and config["head_layer_norm_eps"] == 1e-5
-    assert "discogs-maest-tiny" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "discogs-maest-tiny" in card
+    # The licence of the published weights; no base_model line for a local folder (it has no Hub name).
+    front_matter = card.split("---")[1]
+    assert "license: cc-by-nc-sa-4.0" in front_matter and "base_model" not in front_matter
 
 
 def test_repo_id_from_the_hub_cache(tmp_path, monkeypatch):
@@ -201,6 +206,8 @@ def test_repo_id_from_the_hub_cache(tmp_path, monkeypatch):
     assert_matches_reference(model, state, (66,), "repo id loaded as is")
     report, log = run_convert("mtg-upf/discogs-maest-tiny", tmp_path / "converted")
     assert "mtg-upf/discogs-maest-tiny" in log and all(r.passed for r in report.results)
+    front_matter = (tmp_path / "converted" / "README.md").read_text().split("---")[1]
+    assert "\nbase_model: mtg-upf/discogs-maest-tiny\n" in front_matter and "license: cc-by-nc-sa-4.0" in front_matter
     with pytest.raises(convert.ConversionError, match="cannot be downloaded"):
         run_convert("mtg-upf/discogs-maest-absent", tmp_path / "absent")
 
@@ -500,3 +507,81 @@ def test_command_line_script_runs_standalone(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Architecture: hidden 64, 1 blocks, 1 heads" in run.stdout and run.stdout.count(": OK") == 2
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --random-weights: a demo folder without any checkpoint
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a full-size ViT-Base: about 5 s of CPU to initialise and write 344 MB
+def test_random_weights_folder_is_complete_and_says_so(tmp_path, capsys):
+    out = tmp_path / "demo-model"
+    status = convert.main(["--random-weights", "--arch", "discogs-maest-10s-fs-129e", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "RANDOM weights" in printed
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    for name in CODE_FILES:
+        assert (out / name).read_bytes() == (ROOT / name).read_bytes(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["random_weights"] is True and config["model_type"] == "maest"
+    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_maest.MaestForAudioClassification"
+    assert set(config["custom_pipelines"]) == {"audio-classification", "feature-extraction"}
+    preset = MAEST_PRESETS["discogs-maest-10s-fs-129e"]
+    assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (768, 12, 3072)
+    assert (config["max_length"], config["window_hop"]) == (preset["max_length"], preset["window_hop"])
+    assert [config["id2label"][str(i)] for i in range(400)] == label_list(400)
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    assert preprocessor["auto_map"] == {"AutoFeatureExtractor": "feature_extraction_maest.MaestFeatureExtractor"}
+    # The marker survives loading and saving again; the card says it in its tags and title; no base_model.
+    from configuration_maest import MaestConfig
+
+    reloaded = MaestConfig.from_pretrained(out)
+    assert reloaded.random_weights is True
+    reloaded.save_pretrained(tmp_path / "resaved")
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["random_weights"] is True
+    card = (out / "README.md").read_text()
+    front_matter = card.split("---")[1]
+    assert "  - random-weights" in front_matter and "license: apache-2.0" in front_matter
+    assert "base_model" not in front_matter
+    assert card.split("---", 2)[2].lstrip().startswith("# RANDOM WEIGHTS")
+    # Every weight is in the file (nothing is initialised again on load) and it is not all zeros.
+    model = load_clean(out)
+    assert float(model.classifier.dense.weight.detach().std()) > 0
+
+
+def test_random_weights_tiny_folder_loads_through_both_pipelines(tmp_path, monkeypatch):
+    """The demo folder with test-size overrides (the same code path) runs through both pipelines."""
+    from transformers import pipeline
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    out = convert.write_random_folder(tmp_path / "demo", "discogs-maest-5s-pw-129e", log=lambda line: None,
+                                      hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=37)  # fmt: skip
+    local = load_clean(out)
+    assert local.config.random_weights is True and local.config.max_length == 316
+    tagger = pipeline("audio-classification", model=str(out), trust_remote_code=True)
+    embedder = pipeline("feature-extraction", model=str(out), trust_remote_code=True)
+    audio = load_audio(ROOT / "tests" / "data" / "audio" / "orchestral_wesnoth_northerners_16k_mono.flac")[0]
+    top = tagger(audio, top_k=3)
+    inputs = MaestFeatureExtractor()(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        scores = local(**inputs).logits.sigmoid()[0]
+    best = scores.topk(3)
+    assert [r["label"] for r in top] == [local.config.id2label[int(i)] for i in best.indices]
+    assert [r["score"] for r in top] == pytest.approx(best.values.tolist(), abs=1e-5)
+    assert np.asarray(embedder(audio)).shape[-1] == 3 * 32
+
+
+def test_random_weights_needs_arch_and_no_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert.parse_args(["--random-weights", "--output", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "--random-weights needs --arch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        convert.parse_args(["--random-weights", "--checkpoint", "x.ckpt", "--arch", "discogs-maest-5s-pw-129e",
+                            "--output", "y"])  # fmt: skip
+    assert "not allowed with argument" in capsys.readouterr().err
+    # --output is the documented name; --output-dir still works.
+    assert convert.parse_args(["--checkpoint", "x", "--output-dir", "y"]).output == "y"
+    assert convert.parse_args(["--checkpoint", "x", "--output", "z"]).output == "z"

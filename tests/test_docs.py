@@ -4,9 +4,11 @@ How the blocks are run:
 
 - The blocks of one markdown file run in order, in one namespace (as a reader pastes them into one session), in a
   temporary working directory. The names the documentation uses are real files and folders there: the model
-  folders (`discogs-maest-10s-fs-129e`, `demo-model`, ...) are tiny random MAEST folders built by
-  `build_model_folder`, and the audio files (`song.mp3`, `a.flac`, `b.mp3`, `c.ogg`) are made from the test clips
-  with ffmpeg. So the text is run unchanged; `PLACEHOLDERS` lists the few replacements the test makes.
+  folders (`discogs-maest-10s-fs-129e`, `demo-model`, ...) are the README's path c, a random-weights folder written
+  by `maest-convert --random-weights` (`build_model_folder`, at test size), and the audio files (`song.mp3`,
+  `a.flac`, `b.mp3`, `c.ogg`) are made from the test clips with ffmpeg. Files that a page's shell commands write
+  before its Python blocks (`maest.onnx`, a probe folder) are written by those tools first (`PREPARE`). So the text
+  is run unchanged; `PLACEHOLDERS` lists the few replacements the test makes.
 - A block preceded by `<!-- no-test: REASON -->` (on the line just above its fence, blank lines allowed) is not
   run. Such blocks are visible in the markdown and counted here: `EXPECTED_NOT_RUN` must match the markers, so a
   block cannot silently stop being tested. Markers whose reason contains "lead: enable after merge" wait for a
@@ -51,17 +53,18 @@ EXPECTED_NOT_RUN = {
     "README.md": 0,
     "docs/tagger.md": 0,
     "docs/distributed.md": 0,
-    "docs/finetune-probe.md": 1,
-    "docs/convert.md": 1,
-    "docs/export.md": 1,
+    "docs/finetune-probe.md": 0,
+    "docs/convert.md": 1,  # downloads a published repository
+    "docs/export.md": 0,
     "docs/benchmark.md": 0,
+    "docs/demo.md": 0,
     "docs/library.md": 0,
-    "docs/model.md": 1,
+    "docs/model.md": 0,
     # Written by other work; listed so that the test runs their blocks once they exist.
     "docs/compatibility.md": 0,
     "docs/file-tags.md": 0,
 }
-PENDING_PAGES = {"docs/compatibility.md", "docs/file-tags.md"}
+PENDING_PAGES = {"docs/compatibility.md", "docs/demo.md", "docs/file-tags.md", "docs/library.md"}
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 NO_TEST = re.compile(r"^<!--\s*no-test:\s*(.+?)\s*-->\s*$")
@@ -92,48 +95,78 @@ def extract_blocks(path: Path) -> list[dict]:
     return blocks
 
 
+# The README's path c at test size: `maest-convert --random-weights --arch discogs-maest-10s-fs-129e` (10 s windows,
+# 626 frames every 625, the 400 Discogs labels, MAEST's 12 blocks so the documented blocks 6 and 4 exist), with the
+# test suite's small widths so that every snippet runs in seconds. The full-size command is tested in test_convert.
+DOCS_ARCH = "discogs-maest-10s-fs-129e"
+TEST_SIZES = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37)
+
+
 def build_model_folder(folder: Path) -> Path:
-    """A complete tiny MAEST folder that loads through both pipelines with trust_remote_code.
+    """A complete random-weights MAEST folder, written by `maest-convert --random-weights` (test sizes)."""
+    from maest_tools.convert import write_random_folder
 
-    Today: the test suite's tiny config (hidden 32, odd sizes) with MAEST's 12 blocks, so the documented block
-    numbers (6, 4) exist; the real 400 Discogs labels; 10 s windows (626 frames every 625); model and feature
-    extractor saved with their auto_map; the custom pipelines; every root code file.
-    Lead: once `maest-convert --random-weights` exists, this can become
-    `maest-convert --random-weights --arch discogs-maest-10s-fs-129e --output FOLDER` (slower: ViT-Base size).
-    """
-    from hub_utils import save_tiny_repo
-
-    import configuration_maest
-
-    save_tiny_repo(folder, num_hidden_layers=12)
-    for name in configuration_maest.MAEST_CODE_FILES:
-        shutil.copy2(ROOT / name, folder / name)
+    write_random_folder(folder, DOCS_ARCH, log=lambda line: None, **TEST_SIZES)
+    assert json.loads((folder / "config.json").read_text())["random_weights"] is True
     preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
     assert "AutoFeatureExtractor" in preprocessor.get("auto_map", {}), "the feature extractor's auto_map is missing"
     return folder
 
 
+def prepare_probe(workdir: Path) -> None:
+    """`maest-probe --data my_tracks.csv --output-dir probe-block6` (the page's first command), on the audio files."""
+    from maest_tools import probe
+
+    rows = ["path,labels", "song.mp3,electronic", "b.mp3,electronic", "a.flac,orchestral", "c.ogg,orchestral",
+            "Music/a.flac,orchestral"]  # fmt: skip
+    (workdir / "my_tracks.csv").write_text("\n".join(rows) + "\n")
+    # Validation files distinct from the training files (copies), each label present in one and absent in the other.
+    shutil.copy2(workdir / "a.flac", workdir / "val-1.flac")
+    shutil.copy2(workdir / "song.mp3", workdir / "val-2.mp3")
+    (workdir / "val.csv").write_text("path,labels\nval-1.flac,orchestral\nval-2.mp3,electronic\n")
+    probe.main(["--data", "my_tracks.csv", "--output-dir", "probe-block6", "--model", "discogs-maest-10s-fs-129e",
+                "--epochs", "2", "--val-data", "val.csv", "--no-progress", "--device", "cpu"])  # fmt: skip
+
+
+def prepare_onnx(workdir: Path) -> None:
+    """`maest-export-onnx --model discogs-maest-10s-fs-129e --output maest.onnx` (the page's first command)."""
+    from maest_tools import export_onnx
+
+    status = export_onnx.main(["--model", "discogs-maest-10s-fs-129e", "--output", "maest.onnx"])
+    assert status == 0 and (workdir / "maest.onnx").exists()
+
+
+# What a page's shell blocks write before its Python blocks run, per page.
+PREPARE = {"docs/finetune-probe.md": prepare_probe, "docs/export.md": prepare_onnx}
+
+
 @pytest.fixture(scope="module")
-def model_template(tmp_path_factory) -> Path:
-    return build_model_folder(tmp_path_factory.mktemp("model") / "tiny-maest")
+def template(tmp_path_factory) -> Path:
+    """The files and folders every page's working directory starts with, made once per test module."""
+    folder = tmp_path_factory.mktemp("docs-template")
+    model = build_model_folder(folder / MODEL_FOLDERS[0])
+    for name in MODEL_FOLDERS[1:]:
+        shutil.copytree(model, folder / name)
+    for name, clip in AUDIO_FILES.items():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(TEST_AUDIO / clip), str(folder / name)],
+            check=True,
+        )
+    (folder / "Music").mkdir()
+    shutil.copy2(folder / "a.flac", folder / "Music" / "a.flac")
+    return folder
 
 
 @pytest.fixture()
-def workdir(tmp_path, model_template, monkeypatch) -> Path:
-    """A working directory holding every file and folder name the documentation uses."""
-    for name in MODEL_FOLDERS:
-        shutil.copytree(model_template, tmp_path / name)
-    for name, clip in AUDIO_FILES.items():
-        subprocess.run(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(TEST_AUDIO / clip), str(tmp_path / name)],
-            check=True,
-        )
-    (tmp_path / "Music").mkdir()
-    shutil.copy2(tmp_path / "a.flac", tmp_path / "Music" / "a.flac")
-    monkeypatch.chdir(tmp_path)
+def workdir(tmp_path, template, monkeypatch) -> Path:
+    """A working directory holding every file and folder name the documentation uses (a fresh copy per page)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(template, workdir)
+    monkeypatch.chdir(workdir)
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf_modules"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
+    monkeypatch.setenv("MAEST_MODEL", "demo-model")  # the demo app's model (docs/demo.md): the path-c folder
+    return workdir
 
 
 def write_tagger_output(workdir: Path) -> None:
@@ -185,6 +218,8 @@ def test_python_blocks_run(path, workdir):
     blocks = [b for b in extract_blocks(path) if b["language"] == "python"]
     if any("tags.jsonl" in b["code"] for b in blocks if b["reason"] is None):
         write_tagger_output(workdir)
+    if relative(path) in PREPARE:
+        PREPARE[relative(path)](workdir)
     namespace = {"__name__": "__doc_snippets__"}
     ran, not_run = [], []
     for block in blocks:

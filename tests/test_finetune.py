@@ -2,6 +2,7 @@
 end to end on tiny models and pieces of the test clips."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,16 @@ def features(pieces):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_new_head_for_a_new_label_set(base_repo):
+def test_new_head_for_a_new_label_set(base_repo, caplog, capfd):
     base = MaestForAudioClassification.from_pretrained(base_repo)
-    model = finetune.build_model(str(base_repo), ["a", "b", "c"], single_label=True, patchout={"train_patchout_time": 3})
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        model = finetune.build_model(str(base_repo), ["a", "b", "c"], single_label=True,
+                                     patchout={"train_patchout_time": 3})  # fmt: skip
+    # One line explains the expected new head; transformers' load report (MISMATCH ... Reinit) is not printed.
+    printed = capfd.readouterr()
+    assert "New classification head for 3 labels (the base model's has 400)" in caplog.text
+    assert "MISMATCH" not in caplog.text + printed.out + printed.err
     assert model.config.id2label == {0: "a", 1: "b", 2: "c"} and model.config.label2id == {"a": 0, "b": 1, "c": 2}
     assert model.config.problem_type == "single_label_classification" and model.config.train_patchout_time == 3
     assert model.classifier.dense.weight.shape == (3, 32)
@@ -348,6 +356,10 @@ def test_finetune_multi_label_end_to_end(base_repo, multi_csv, workdir, tmp_path
     assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_maest.MaestForAudioClassification"
     assert config["custom_pipelines"] == json.loads((ROOT / "config.json").read_text())["custom_pipelines"]
     assert (config["train_patchout_time"], config["train_patchout_freq"], config["train_patchout_unstructured"]) == (2, 1, 3)
+    # The card carries the licence of the base weights (the published MAEST ones by default) and no base_model line
+    # for a local base folder.
+    front_matter = (output / "README.md").read_text().split("---")[1]
+    assert "license: cc-by-nc-sa-4.0" in front_matter and "base_model" not in front_matter
 
     # Reloaded, it reproduces the reported validation metrics (computed here from the model's own predictions).
     model = MaestForAudioClassification.from_pretrained(output).eval()
@@ -503,3 +515,22 @@ def test_cli_reports_one_line_errors(tiny_wavs, tmp_path, capsys):
     assert err.startswith("maest-finetune: error:") and "has no labels" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         finetune.main(["--data", str(data), "--output-dir", str(tmp_path / "o"), "--epochs", "0"])
+
+
+def test_card_fields_of_a_derived_model(tmp_path):
+    """license and base_model of a fine-tuned model's card, from its base."""
+    from configuration_maest import MaestConfig
+
+    from maest_tools.hub import derived_card_fields
+
+    plain = MaestConfig()
+    assert derived_card_fields("mtg-upf/discogs-maest-10s-fs-129e", plain) == {
+        "license": "cc-by-nc-sa-4.0", "base_model": "mtg-upf/discogs-maest-10s-fs-129e", "random_weights": False}
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    assert derived_card_fields(str(folder), plain)["base_model"] is None  # a local folder has no Hub name
+    assert derived_card_fields(str(folder), plain)["license"] == "cc-by-nc-sa-4.0"  # no card: MAEST's weights
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n  - x\n---\n# card\nlicense: ignored\n")
+    assert derived_card_fields(str(folder), plain)["license"] == "mit"
+    demo = derived_card_fields(str(folder), MaestConfig(random_weights=True))
+    assert demo == {"license": "apache-2.0", "base_model": None, "random_weights": True}

@@ -13,10 +13,10 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_AUDIO, TEST_AUDIO
+from conftest import SHARED_AUDIO, TEST_AUDIO, tiny_config_kwargs
 from hub_utils import CODE_FILES, discogs_400_labels, place_in_hub_cache, save_tiny_repo
 
-from configuration_maest import MAEST_CUSTOM_PIPELINES
+from configuration_maest import MAEST_CUSTOM_PIPELINES, MaestConfig
 
 from feature_extraction_maest import MaestFeatureExtractor, load_audio
 from modeling_maest import MaestForAudioClassification, window_starts
@@ -197,3 +197,39 @@ def test_pipeline_by_repo_id_offline_on_real_music(repo, tmp_path, flac_path, og
     assert results["old_classes"] == ["MaestAudioClassificationPipeline", "MaestEmbeddingPipeline"]
     assert results["old_flac"] == results["flac"]
     assert results["old_flac_embedding"] == results["flac_embedding"]
+
+
+@pytest.mark.slow  # a fresh Python process and both pipelines
+def test_extractor_save_pretrained_writes_its_auto_map(tmp_path, monkeypatch):
+    """`MaestFeatureExtractor().save_pretrained` alone (a fresh process: no test helper registered anything) writes
+    the auto_map; with a model saved by `maest_tools.hub.save_model_folder` the folder loads through both pipelines."""
+    from conftest import ROOT
+
+    from configuration_maest import MAEST_FEATURE_EXTRACTOR_AUTO_MAP
+    from maest_tools.hub import save_model_folder
+
+    folder = tmp_path / "extractor-only"
+    script = "import sys; from feature_extraction_maest import MaestFeatureExtractor as E; E().save_pretrained(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", script, str(folder)], check=True, cwd=tmp_path, env=env)
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    assert settings["auto_map"] == MAEST_FEATURE_EXTRACTOR_AUTO_MAP
+    assert (folder / "feature_extraction_maest.py").read_bytes() == (ROOT / "feature_extraction_maest.py").read_bytes()
+
+    from transformers import AutoFeatureExtractor, pipeline
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    assert type(AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)).__name__ == "MaestFeatureExtractor"
+    torch.manual_seed(5)
+    model = MaestForAudioClassification(MaestConfig(**tiny_config_kwargs())).eval()
+    repo = save_model_folder(model, tmp_path / "model")
+    assert json.loads((repo / "preprocessor_config.json").read_text())["auto_map"] == MAEST_FEATURE_EXTRACTOR_AUTO_MAP
+    audio = load_audio(TEST_AUDIO / "orchestral_wesnoth_northerners_16k_mono.flac")[0][:48000]
+    tagger = pipeline("audio-classification", model=str(repo), trust_remote_code=True)
+    embedder = pipeline("feature-extraction", model=str(repo), trust_remote_code=True)
+    inputs = MaestFeatureExtractor()(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        scores = model(**inputs).logits.sigmoid()[0]
+        expected = model.audio_spectrogram_transformer.embed(inputs["input_values"])[0]
+    assert tagger(audio, top_k=1)[0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
+    np.testing.assert_allclose(np.asarray(embedder(audio)).reshape(-1), expected.numpy(), atol=1e-4)

@@ -71,13 +71,16 @@ def test_probe_end_to_end_and_cache_reuse(base_repo, multi_csv, workdir, pieces,
     print(f"\nprobe train loss {rows[0]['train_loss']:.4f} -> {rows[-1]['train_loss']:.4f}, "
           f"best epoch {first['best_epoch']}, val ROC-AUC {first['final']['roc_auc']:.3f}")  # fmt: skip
 
-    # The cached embeddings are the paper's embedding of block 1, computed here from the hidden states.
+    # The cache holds the paper's embedding of every block (one pass), computed here from the hidden states.
     model = MaestModel.from_pretrained(base_repo).eval()
-    identity = probe.embedding_identity(str(base_repo), model.config, 1, MaestFeatureExtractor())
-    cache = probe.EmbeddingCache(output / "embedding_cache", identity)
+    identity = probe.embedding_identity(str(base_repo), model.config, MaestFeatureExtractor())
+    cache = probe.EmbeddingCache(output / "embedding_cache", identity, 1)
     for piece in (pieces[0], pieces[13]):
         cached = np.load(cache.entry(piece["path"]))
-        np.testing.assert_allclose(cached, reference_embedding(model, piece["path"], 1), atol=1e-5, rtol=0)
+        assert cached.shape == (3, 3 * 32)
+        for block in range(3):
+            expected = reference_embedding(model, piece["path"], block)
+            np.testing.assert_allclose(cached[block], expected, atol=1e-5, rtol=0)
 
     # The saved probe reproduces the reported validation ROC-AUC from the cached embeddings.
     loaded, config = probe.load_probe(output)
@@ -85,7 +88,8 @@ def test_probe_end_to_end_and_cache_reuse(base_repo, multi_csv, workdir, pieces,
     labels_of = {str(p["path"]): multi_label_sets(p) for p in pieces}
     targets = np.array([[name in labels_of[path] for name in config["labels"]] for path in first["val_files"]])
     with torch.no_grad():
-        scores = loaded(torch.from_numpy(np.stack([np.load(cache.entry(path)) for path in first["val_files"]]))).numpy()
+        val_x = np.stack([np.load(cache.entry(path))[1] for path in first["val_files"]])
+        scores = loaded(torch.from_numpy(val_x)).numpy()
     scored = [j for j in range(3) if 0 < targets[:, j].sum() < len(targets)]
     expected = np.mean([pairwise_auc(targets[:, j], scores[:, j]) for j in scored])
     assert first["final"]["roc_auc"] == pytest.approx(expected, abs=1e-6)
@@ -109,8 +113,11 @@ def test_cache_keys_follow_block_and_file_changes(base_repo, workdir, pieces, tm
             "--val-fraction", "0.4", "--epochs", "3", "--no-progress"]  # fmt: skip
     first = probe.main([*argv, "--output-dir", str(tmp_path / "a"), "--block", "0"])
     assert first["embedding_cache"]["computed"] == 6
+    # Another block reads the same entries (they hold every block): nothing is computed, and the probe trains on
+    # that block's rows, not block 0's.
     other_block = probe.main([*argv, "--output-dir", str(tmp_path / "b"), "--block", "2"])
-    assert other_block["embedding_cache"] == {"folder": str(cache), "hits": 0, "computed": 6}
+    assert other_block["embedding_cache"] == {"folder": str(cache), "hits": 6, "computed": 0}
+    assert other_block["epochs"][0]["train_loss"] != first["epochs"][0]["train_loss"]
     assert probe.main([*argv, "--output-dir", str(tmp_path / "c"), "--block", "-3"])["embedding_cache"]["hits"] == 6
     # A re-written file (new modification time) is embedded again; the others are read.
     changed = pieces[5]["path"]
@@ -118,7 +125,7 @@ def test_cache_keys_follow_block_and_file_changes(base_repo, workdir, pieces, tm
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     again = probe.main([*argv, "--output-dir", str(tmp_path / "d"), "--block", "0"])
     assert (again["embedding_cache"]["hits"], again["embedding_cache"]["computed"]) == (5, 1)
-    assert len(list(cache.glob("*.npy"))) == 13
+    assert len(list(cache.glob("*.npy"))) == 7
 
 
 @pytest.mark.slow
@@ -138,10 +145,10 @@ def test_single_label_probe_and_reload(tmp_path, base_repo, pieces):
     # Recompute the validation accuracy from the saved probe and the cached embeddings.
     loaded, config = probe.load_probe(output)
     model = MaestModel.from_pretrained(base_repo)
-    identity = probe.embedding_identity(str(base_repo), model.config, 2, MaestFeatureExtractor())
-    cache = probe.EmbeddingCache(tmp_path / "cache", identity)
+    identity = probe.embedding_identity(str(base_repo), model.config, MaestFeatureExtractor())
+    cache = probe.EmbeddingCache(tmp_path / "cache", identity, 2)
     data = probe.training_and_validation_data(str(folder), None, True, 0.2, 0)[2]
-    embeddings = torch.from_numpy(np.stack([np.load(cache.entry(p)) for p in data.paths]))
+    embeddings = torch.from_numpy(np.stack([np.load(cache.entry(p))[2] for p in data.paths]))
     with torch.no_grad():
         predicted = loaded(embeddings).argmax(1).numpy()
     assert np.mean(predicted == data.targets(config["labels"])) == pytest.approx(metrics["final"]["accuracy"])

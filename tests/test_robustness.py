@@ -266,6 +266,7 @@ def test_weights_load_from_safetensors_unless_asked(tmp_path):
 # -- long input ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ten minutes of audio through the model: over 5 s on one core
 def test_ten_minutes_run_in_bounded_chunks():
     """10 minutes of audio: the transformer never sees more than max_windows_per_batch windows at once."""
     model = tiny_model(seed=14, max_windows_per_batch=4)
