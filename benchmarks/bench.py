@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _results import markdown_table  # noqa: E402  (benchmarks/, the script's folder)
 from configuration_maest import MaestConfig, num_patches  # noqa: E402
 from feature_extraction_maest import (  # noqa: E402
     HOP_LENGTH,
@@ -1027,6 +1028,12 @@ def evaluate_targets(results: dict) -> list[dict]:
     return targets
 
 
+def _table_section(title: str, header: list[str], rows: list[dict], cells, before=(), after=()) -> list[str]:
+    """The markdown lines of one results section: ``## title``, the ``before`` lines, a table with one line of
+    ``cells(row)`` per row, the ``after`` lines and a blank line."""
+    return [f"## {title}", "", *before, *markdown_table(header, (cells(row) for row in rows)), *after, ""]
+
+
 def _fmt(value, spec: str = ".3g", missing: str = "–") -> str:
     if value is None:
         return missing
@@ -1077,100 +1084,68 @@ def markdown_report(results: dict) -> str:
         lines.append("")
     frontend = results.get("frontend")
     if frontend:
-        lines += [
-            "## Front end (log-mel)",
-            "",
-            frontend["note"],
-            "",
-            "| audio | contender | s of audio / s | x Essentia | max abs error vs Essentia |",
-            "|---|---|---|---|---|",
-        ]
-        for row in frontend["rows"]:
-            lines.append(
-                f"| {row['audio_s']:g} s | {row['contender']} "
-                f"| {_fmt(row.get('audio_s_per_s'), '.0f', row.get('error', '–'))} "
-                f"| {_fmt(row.get('x_essentia'), '.2f')} "
-                f"| {_fmt(row.get('max_abs_error_vs_essentia'), '.2g')} |"
-            )
-        lines.append("")
+        lines += _table_section(
+            "Front end (log-mel)",
+            ["audio", "contender", "s of audio / s", "x Essentia", "max abs error vs Essentia"],
+            frontend["rows"],
+            lambda row: [f"{row['audio_s']:g} s", row["contender"],
+                         _fmt(row.get("audio_s_per_s"), ".0f", row.get("error", "–")),
+                         _fmt(row.get("x_essentia"), ".2f"), _fmt(row.get("max_abs_error_vs_essentia"), ".2g")],
+            before=[frontend["note"], ""],
+        )  # fmt: skip
     model = results.get("model")
     if model:
         ceiling = model.get("ceiling", {})
-        lines += [
-            f"## Model ({model['dtype']}, {model['device']})",
-            "",
-            f"Ceiling: {ceiling.get('what', '–')}: {_fmt(ceiling.get('gflops'), '.0f')} GFLOP/s. FLOPs per window: "
-            f"{model['flop_formula']}.",
-            "",
-            "| window | batch | contender | ms / window | GFLOP/s | of ceiling | time / AST's |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for row in model["rows"]:
-            lines.append(
-                f"| {row['window_s']} s ({row['tokens']} tokens, {row['gflop_per_window']:.0f} GFLOP) | {row['batch']} "
-                f"| {row['contender']} | {_fmt(row.get('ms_per_window'), '.0f', row.get('error', '–'))} "
-                f"| {_fmt(row.get('gflops'), '.0f')} | {_fmt(row.get('fraction_of_ceiling'), '.0%')} "
-                f"| {_fmt(row.get('time_ratio_vs_ast'), '.2f')} |"
-            )
-        for window, agreement in model.get("agreement", {}).items():
-            lines.append("")
-            lines.append(
-                f"Same weights, {window} window: max |logits ours - AST| = "
+        lines += _table_section(
+            f"Model ({model['dtype']}, {model['device']})",
+            ["window", "batch", "contender", "ms / window", "GFLOP/s", "of ceiling", "time / AST's"],
+            model["rows"],
+            lambda row: [f"{row['window_s']} s ({row['tokens']} tokens, {row['gflop_per_window']:.0f} GFLOP)",
+                         str(row["batch"]), row["contender"],
+                         _fmt(row.get("ms_per_window"), ".0f", row.get("error", "–")), _fmt(row.get("gflops"), ".0f"),
+                         _fmt(row.get("fraction_of_ceiling"), ".0%"), _fmt(row.get("time_ratio_vs_ast"), ".2f")],
+            before=[f"Ceiling: {ceiling.get('what', '–')}: {_fmt(ceiling.get('gflops'), '.0f')} GFLOP/s. FLOPs per "
+                    f"window: {model['flop_formula']}.", ""],
+            after=[line for window, agreement in model.get("agreement", {}).items() for line in (
+                "", f"Same weights, {window} window: max |logits ours - AST| = "
                 f"{agreement['max_abs_logit_diff_ours_vs_ast']:.2g} (head LayerNorm eps 1e-5 vs 1e-6), "
-                f"eager vs sdpa {agreement['max_abs_logit_diff_eager_vs_sdpa']:.2g}."
-            )
-        lines.append("")
+                f"eager vs sdpa {agreement['max_abs_logit_diff_eager_vs_sdpa']:.2g}.")],
+        )  # fmt: skip
     patchout = results.get("patchout")
     if patchout:
-        lines += [
-            f"## Inference patchout (time, {patchout['window_frames']}-frame window, batch 1, {patchout['dtype']})",
-            "",
-            "| n | tokens | GFLOP | ms / window | speed-up |",
-            "|---|---|---|---|---|",
-        ]
-        for row in patchout["rows"]:
-            lines.append(
-                f"| {row['inference_patchout_time']} | {row['tokens']} | {row['gflop_per_window']:.0f} "
-                f"| {_fmt(row.get('ms_per_window'), '.0f', row.get('error', '–'))} "
-                f"| {_fmt(row.get('speedup_vs_n1'), '.2f')} |"
-            )
-        lines.append("")
+        lines += _table_section(
+            f"Inference patchout (time, {patchout['window_frames']}-frame window, batch 1, {patchout['dtype']})",
+            ["n", "tokens", "GFLOP", "ms / window", "speed-up"],
+            patchout["rows"],
+            lambda row: [str(row["inference_patchout_time"]), str(row["tokens"]), f"{row['gflop_per_window']:.0f}",
+                         _fmt(row.get("ms_per_window"), ".0f", row.get("error", "–")),
+                         _fmt(row.get("speedup_vs_n1"), ".2f")],
+        )  # fmt: skip
     lowprec = results.get("lowprec")
     if lowprec:
-        lines += [
-            f"## Low precision ({lowprec['device']}, {lowprec['window_frames']}-frame window, batch 1)",
-            "",
-            f"Deviation from float32 over {lowprec['deviation_over']} ({lowprec['weights']}).",
-            "",
-            "| path | how | ms / window | speed-up | prob max abs dev | prob mean abs dev | logit max abs dev |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for row in lowprec["rows"]:
-            how = row["how"]
-            if row.get("error", how) != how:  # the path was built but could not run
-                how += f" (failed: {row['error']})"
-            lines.append(
-                f"| {row['path']} | {how} | {_fmt(row.get('ms_per_window'), '.0f')} "
-                f"| {_fmt(row.get('speedup_vs_float32'), '.2f')} | {_fmt(row.get('prob_max_abs_dev'), '.2g')} "
-                f"| {_fmt(row.get('prob_mean_abs_dev'), '.2g')} | {_fmt(row.get('logit_max_abs_dev'), '.2g')} |"
-            )
-        if lowprec.get("caveat"):
-            lines += ["", f"Caveat: {lowprec['caveat']}"]
-        lines.append("")
+
+        def how(row):  # a path that was built but could not run says why
+            return row["how"] + (f" (failed: {row['error']})" if row.get("error", row["how"]) != row["how"] else "")
+
+        lines += _table_section(
+            f"Low precision ({lowprec['device']}, {lowprec['window_frames']}-frame window, batch 1)",
+            ["path", "how", "ms / window", "speed-up", "prob max abs dev", "prob mean abs dev", "logit max abs dev"],
+            lowprec["rows"],
+            lambda row: [row["path"], how(row), _fmt(row.get("ms_per_window"), ".0f"),
+                         _fmt(row.get("speedup_vs_float32"), ".2f"), _fmt(row.get("prob_max_abs_dev"), ".2g"),
+                         _fmt(row.get("prob_mean_abs_dev"), ".2g"), _fmt(row.get("logit_max_abs_dev"), ".2g")],
+            before=[f"Deviation from float32 over {lowprec['deviation_over']} ({lowprec['weights']}).", ""],
+            after=["", f"Caveat: {lowprec['caveat']}"] if lowprec.get("caveat") else [],
+        )  # fmt: skip
     track = results.get("track")
     if track:
-        lines += [
-            f"## Whole track ({track['track']}, {track['track_s']:.1f} s, {track['frames']} frames, {track['dtype']})",
-            "",
-            "| stage | s | s of audio / s (x real time) |",
-            "|---|---|---|",
-        ]
-        for row in track["rows"]:
-            lines.append(
-                f"| {row['stage']} | {_fmt(row.get('median_s'), '.2f', row.get('error', '–'))} "
-                f"| {_fmt(row.get('audio_s_per_s'), '.1f')} |"
-            )
-        lines.append("")
+        lines += _table_section(
+            f"Whole track ({track['track']}, {track['track_s']:.1f} s, {track['frames']} frames, {track['dtype']})",
+            ["stage", "s", "s of audio / s (x real time)"],
+            track["rows"],
+            lambda row: [row["stage"], _fmt(row.get("median_s"), ".2f", row.get("error", "–")),
+                         _fmt(row.get("audio_s_per_s"), ".1f")],
+        )  # fmt: skip
     compiled = results.get("compile")
     if compiled:
         lines += [
