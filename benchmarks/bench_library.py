@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from tagged_files import make_file
 
     steps = {}
-    with tempfile.TemporaryDirectory(dir=args.output_dir.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix="maest-bench-library-") as scratch:
         scratch = Path(scratch)
         music = scratch / "music"
         music.mkdir()
