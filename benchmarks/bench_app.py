@@ -48,7 +48,7 @@ def save_full_size_model(folder: Path) -> Path:
     from modeling_maest import MaestForAudioClassification
 
     preset = MAEST_PRESETS[PRESET]
-    labels = json.loads((ROOT / "scripts" / "labels" / "discogs_400_labels.json").read_text())
+    labels = json.loads((ROOT / "maest_tools" / "labels" / "discogs_400_labels.json").read_text())
     assert len(labels) == preset["num_labels"]
     config = MaestConfig(
         max_length=preset["max_length"], window_hop=preset["window_hop"], id2label=dict(enumerate(labels)),
